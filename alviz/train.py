@@ -1,0 +1,266 @@
+"""The generic training loop: data in memory (on the device), one optimiser, per-epoch checkpoints.
+
+It calls `model.losses(x, y) -> (dict of losses with 'loss', class scores)` and back-propagates
+`loss`; whether that sum is one end-to-end objective (BP) or a sum of detached local objectives
+(AL) is the model's business, not this file's. No per-step host synchronisation on a GPU: running
+sums stay on the device and are read once per epoch (a NaN check reads one flag every few steps).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import Data, augment_batch, load_dataset
+from .errors import UserError
+from .models import create_model, resolve_shape_defaults
+
+
+class Diverged(UserError):
+    """A loss became NaN or inf and the run was told to stop (`on_nan: stop`)."""
+
+    exit_code = 3
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the last whole checkpoint is kept; `--resume` continues from it."""
+
+    exit_code = 130
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' -> cuda if present else cpu; 'cpu'; 'cuda' or 'cuda:i' (checked to exist)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {spec!r} was asked for but no CUDA device is available; use --device cpu or auto")
+        idx = int(spec[5:]) if ":" in spec else 0
+        if idx >= torch.cuda.device_count():
+            raise UserError(f"device {spec!r} does not exist; this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(spec)
+    raise UserError(f"unknown device {spec!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def lr_multiplier(cfg: TrainConfig, epoch: int) -> float:
+    """The step schedule as a pure function of the epoch (so resuming needs no scheduler state)."""
+    if cfg.schedule == "none":
+        return 1.0
+    passed = sum(1 for m in cfg.milestones if epoch >= int(round(m * cfg.epochs)))
+    return cfg.gamma ** passed
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
+             device: torch.device | None = None, amp: bool = False) -> dict:
+    """Accuracy of `model` on (x, y); for AL models also the accuracy at every early exit."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    has_exits = hasattr(model, "exits")
+    correct = None
+    for i in range(0, len(y), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        yb = y[i:i + batch_size].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            outs = model.exits(xb) if has_exits else [model(xb)]
+        c = torch.stack([(o.argmax(1) == yb).sum() for o in outs])
+        correct = c if correct is None else correct + c
+    model.train(was_training)
+    acc = (correct.double() / max(len(y), 1)).tolist() if correct is not None else [float("nan")]
+    out = {"acc": acc[-1]}
+    if has_exits:
+        out["exits"] = acc
+    return out
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    epoch: int
+    test_acc: float
+    exits: list[float] | None
+    seconds: float
+    status: str
+
+
+def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> TrainConfig:
+    """On --resume, the stored config wins except for keys that do not change the result's meaning."""
+    free = {"epochs", "device", "amp", "on_nan", "data_dir"}
+    a, b = stored.to_dict(), cfg.to_dict()
+    diff = sorted(k for k in a if k not in free and a[k] != b[k])
+    if diff:
+        k = diff[0]
+        raise UserError(f"{run}: cannot resume with a different {k} ({a[k]!r} stored, {b[k]!r} asked); "
+                        f"start a new run with --out, or drop the changed option")
+    return stored.replace(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, on_nan=cfg.on_nan)
+
+
+def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None = None,
+          progress: bool = True, log=print) -> Result:
+    """Train one run into `run_dir` (created; must not hold a run unless `resume`)."""
+    cfg = resolve_shape_defaults(cfg).validate()
+    run = Path(run_dir)
+    existing = ckpt.is_run_dir(run)
+    if existing and not resume:
+        raise UserError(f"{run} already holds a run; continue it with --resume, or choose another --out")
+    if resume and existing:
+        ckpt.check_run_dir(run)
+        cfg = _check_resume_config(resolve_shape_defaults(ckpt.read_config(run)), cfg, run)
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    augment = data.augment if cfg.augment is None else cfg.augment
+    if augment and len(data.input_shape) != 3:
+        raise UserError(f"augment needs image data; {cfg.dataset} gives vectors")
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg, data.input_shape, data.num_classes).to(device)
+    groups = model.param_groups(cfg.lr, cfg.lr_gh_factor)
+    base_lrs = [g["lr"] for g in groups]
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start_epoch, history = 0, []
+    if resume and existing:
+        meta = ckpt.read_meta(run)
+        ckpt.load_weights(model, run)
+        start_epoch = ckpt.optimizer_from_file(opt, run / "train_state.safetensors")
+        if start_epoch != meta["epoch"]:
+            raise UserError(f"{run}: train_state is at epoch {start_epoch} but meta.json at {meta['epoch']}")
+        history = list(meta.get("history", []))[:start_epoch]
+        if start_epoch >= cfg.epochs:
+            log(f"{run}: already trained for {start_epoch} epoch(s); nothing to do")
+            return Result(run, start_epoch, history[-1].get("test_acc", float("nan")) if history else float("nan"),
+                          None, 0.0, "complete")
+    run.mkdir(parents=True, exist_ok=True)
+
+    meta = {
+        "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
+        "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+        "class_names": data.class_names, "preprocess": data.preprocess, "augment": augment,
+        "alviz_version": __version__, "torch_version": torch.__version__,
+        "python": platform.python_version(), "device": str(device),
+        "n_train": len(data.y_train), "n_test": len(data.y_test),
+    }
+
+    x_tr = data.x_train.to(device)
+    y_tr = data.y_train.to(device)
+    n = len(y_tr)
+    bs = cfg.batch_size
+    steps = math.ceil(n / bs)
+    nan_check_every = 1 if device.type == "cpu" else 50
+    t_start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=(cfg.epochs - start_epoch) * steps, unit="step", leave=False, dynamic_ncols=True,
+                   desc=f"{cfg.method} {cfg.arch}")
+    model.train()
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            mult = lr_multiplier(cfg, epoch)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * mult
+            gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+            perm = torch.randperm(n, generator=gen).to(device)
+            aug_gen = None
+            if augment:
+                aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+            t0 = time.perf_counter()
+            keys, sums, bad = None, None, None
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            for step in range(steps):
+                idx = perm[step * bs:(step + 1) * bs]
+                xb, yb = x_tr[idx], y_tr[idx]
+                if augment:
+                    xb = augment_batch(xb, aug_gen)
+                with _autocast(device, cfg.amp):
+                    losses, scores = model.losses(xb, yb)
+                opt.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                opt.step()
+                if keys is None:
+                    keys = [k for k in losses if k != "loss"] + ["loss"]
+                    sums = torch.zeros(len(keys), dtype=torch.float64, device=device)
+                    bad = torch.full((len(keys),), -1, dtype=torch.long, device=device)
+                vec = torch.stack([losses[k].detach() for k in keys]).double()
+                sums += vec * len(yb)
+                correct += (scores.argmax(1) == yb).sum()
+                bad = torch.where((bad < 0) & ~torch.isfinite(vec), step, bad)
+                if (step + 1) % nan_check_every == 0 or step == steps - 1:
+                    if cfg.on_nan == "stop" and bool((bad >= 0).any()):
+                        _diverged(keys, bad, epoch, run)
+                if bar is not None:
+                    bar.update(1)
+            train_seconds = time.perf_counter() - t0
+            ev = evaluate(model, data.x_test, data.y_test, device=device, amp=cfg.amp)
+            row = {"epoch": epoch + 1, "seconds": train_seconds, "lr": cfg.lr * mult}
+            for k, v in zip(keys, (sums / n).tolist()):
+                row["train_loss" if k == "loss" else f"loss_{k}"] = v
+            row["train_acc"] = correct.item() / n
+            row["test_acc"] = ev["acc"]
+            for k, a in enumerate(ev.get("exits", []), start=1):
+                row[f"test_acc_exit{k}"] = a
+            row["eval_seconds"] = time.perf_counter() - t0 - train_seconds
+            if bool((bad >= 0).any()):
+                row["nonfinite_losses"] = ",".join(k for k, b in zip(keys, bad.tolist()) if b >= 0)
+            history.append(row)
+            status = "complete" if epoch + 1 == cfg.epochs else "running"
+            ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch + 1, "status": status}, history)
+            if bar is not None:
+                bar.set_postfix_str(f"ep {epoch + 1} test {ev['acc']:.3f}")
+            else:
+                log(f"{run.name}: epoch {epoch + 1}/{cfg.epochs} test acc {ev['acc']:.4f} ({train_seconds:.1f}s)")
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
+                          f"{run} is kept; continue with: alviz train --resume --out {run.parent}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    last = history[-1] if history else {}
+    exits = [last[k] for k in sorted(last) if k.startswith("test_acc_exit")] or None
+    return Result(run, len(history), last.get("test_acc", float("nan")), exits,
+                  time.perf_counter() - t_start, "complete")
+
+
+def _diverged(keys, bad, epoch, run):
+    bad = bad.tolist()
+    first = min((b, k) for k, b in zip(keys, bad) if b >= 0)
+    comps = [k for k, b in zip(keys, bad) if b == first[0] and k != "loss"]
+    raise Diverged(f"loss {', '.join(comps) or 'loss'} became NaN/inf at epoch {epoch + 1}, step {first[0] + 1}; "
+                   f"the last good checkpoint in {run} is kept (lower --lr, or --on-nan continue)")
+
+
+def set_threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+__all__ = ["train", "evaluate", "resolve_device", "lr_multiplier", "Diverged", "Interrupted", "Result",
+           "set_threads", "np"]
