@@ -1,3 +1,25 @@
-"""alviz: train Associated Learning (AL) and matched backprop models and study their hidden layers."""
+"""alviz: train Associated Learning (AL) and matched backprop models and study their hidden layers.
+
+    model, config = alviz.load("checkpoints/mlp-mnist5k-relu/al-seed0")
+    scores = model(x)            # class scores, AL and BP alike
+"""
 
 __version__ = "0.1.0"
+
+
+def load(run_dir, device="cpu"):
+    """Return `(model, config)` of a run directory; the model is in eval mode on `device`."""
+    from .checkpoint import load_run
+
+    run = load_run(run_dir, device)
+    return run.model, run.config
+
+
+def load_run(run_dir, device="cpu"):
+    """Return a `Run` (model, config, meta, path) of a run directory."""
+    from .checkpoint import load_run as _load_run
+
+    return _load_run(run_dir, device)
+
+
+__all__ = ["load", "load_run", "__version__"]

@@ -237,7 +237,8 @@ def check_run_dir(run_dir) -> Path:
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run directory not found: {run}")
-    recover(run) if os.access(run, os.W_OK) else None
+    if os.access(run, os.W_OK):
+        recover(run)
     if not (run / "config.yaml").is_file() or not (run / "meta.json").is_file():
         raise UserError(f"{run} is not an alviz run directory (needs config.yaml and meta.json)")
     return run
@@ -266,3 +267,31 @@ def load_weights(model: torch.nn.Module, run_dir) -> None:
 
 def dump_yaml(data) -> str:
     return yaml.safe_dump(data, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading a whole run
+
+class Run:
+    """A trained run read back from disk: the model (in eval mode), its config and its metadata."""
+
+    def __init__(self, path: Path, model: torch.nn.Module, config, meta: dict):
+        self.path, self.model, self.config, self.meta = path, model, config, meta
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, method={self.config.method!r}, arch={self.config.arch!r}, epoch={self.meta['epoch']})"
+
+
+def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
+    """Rebuild the model of `run_dir` from its config.yaml, meta.json and model.safetensors alone."""
+    from .models import create_model  # models sit left of checkpoints in the flow; import late for speed
+
+    run = check_run_dir(run_dir)
+    cfg = read_config(run)
+    meta = read_meta(run)
+    try:
+        model = create_model(cfg, tuple(meta["input_shape"]), int(meta["num_classes"]))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{run}: cannot build the model its config describes ({e})") from None
+    load_weights(model, run)
+    model.eval()
+    return Run(run, model.to(device), cfg, meta)

@@ -36,12 +36,12 @@ class TrainConfig:
     activation: str = "relu"
     depth: int | None = None  # number of components; None: the arch's default
     width: int | None = None  # n, width of AL's label path (and the MLP's hidden layers)
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     lr_gh_factor: float = 2.0  # AL: label-path (g/h) learning rate = lr * this
-    schedule: str = "none"  # "step": lr x gamma at each milestone fraction of training
-    milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])
+    schedule: str = "step"  # "step": lr x gamma at each milestone fraction of training; or "none"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1
     weight_decay: float = 0.0
     variant: str = "paper"  # AL variant: "paper" (sigmoid, MSE) or "iclr2022" (tanh, CE first AE)
