@@ -191,6 +191,13 @@ def _npz(path: str, cfg) -> Raw:
     src = f"npz:{path}"
     if not p.is_file():
         raise UserError(f"{src}: file not found")
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:1] == b"\x80" or magic[:1] == b"(":
+        raise UserError(f"{src}: is a Python pickle, which alviz refuses to load; save plain numeric "
+                        "arrays with numpy.savez")
+    if magic != b"PK\x03\x04":
+        raise UserError(f"{src}: not a readable .npz file (no zip header); save arrays with numpy.savez")
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
