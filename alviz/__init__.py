@@ -22,4 +22,12 @@ def load_run(run_dir, device="cpu"):
     return _load_run(run_dir, device)
 
 
-__all__ = ["load", "load_run", "__version__"]
+def capture(model, layers=None, **kwargs):
+    """Forward hooks in a `with` block: `with alviz.capture(model, ["block1"]) as acts: model(x)`
+    leaves detached CPU copies of the outputs in `acts` (see alviz.extract.capture)."""
+    from .extract import capture as _capture
+
+    return _capture(model, layers, **kwargs)
+
+
+__all__ = ["load", "load_run", "capture", "__version__"]

@@ -129,6 +129,65 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
         click.echo(f"  exit {k}: {a:.4f}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def layers(run_dir, as_json):
+    """List the extractable layers of a run: role, position on the inference path, match key."""
+    from .checkpoint import load_run
+    from .extract import describe_layers
+
+    run = load_run(run_dir)
+    rows = describe_layers(run.model, run.meta["input_shape"])
+    if as_json:
+        click.echo(json.dumps({"run": str(run.path), "method": run.config.method, "layers": rows}))
+        return
+    click.echo(f"{run.path} ({run.config.method}, {run.config.arch}, depth {len(run.model.blocks)})")
+    click.echo(f"  {'name':<10s} {'role':<8s} {'position':>8s} {'on path':>7s} {'match':<6s} "
+               f"{'output':<14s} {'gap':>6s} {'flatten':>8s}")
+    for r in rows:
+        shape = "x".join(str(s) for s in r["shape"])
+        click.echo(f"  {r['name']:<10s} {r['role']:<8s} {r['position']:>8g} {'yes' if r['on_path'] else 'no':>7s} "
+                   f"{r['match']:<6s} {shape:<14s} {r['stored']['gap']:>6d} {r['stored']['flatten']:>8d}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--dataset", default=None, help="data set to extract on [the run's own]")
+@click.option("--split", default="test", show_default=True, help="train, test or all")
+@click.option("--max-samples", type=int, default=None, help="a seeded stratified sample of this size [all]")
+@click.option("--dtype", default="float32", show_default=True, help="float32 or float16")
+@click.option("--layers", "layer_names", default=None, help="comma-separated names (see `alviz layers RUN`) [all]")
+@click.option("--pool", default="gap", show_default=True, help="4-D maps: gap (mean per channel) or flatten")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--force", is_flag=True, help="extract again even if a matching set exists")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
+@click.option("--data-dir", default=None, help="where torchvision data sets live [the run's]")
+def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batch_size, force, device, data_dir):
+    """Stream hidden-layer activations of a run (or every run of an experiment) to .npy files."""
+    from .experiment import find_runs
+    from .extract import extract_run, parse_layers
+
+    names = parse_layers(layer_names)
+    runs = find_runs(run_dir)
+    if not runs:
+        raise UserError(f"no alviz run found at or below {run_dir}")
+    if names and len(runs) > 1:  # check every run before extracting any (AL and BP differ in names)
+        from .checkpoint import load_run
+        from .extract import select_layers
+
+        for r in runs:
+            try:
+                select_layers(load_run(r).model, names)
+            except UserError as e:
+                raise UserError(f"{r}: {e}") from None
+    for r in runs:
+        out = extract_run(r, dataset=dataset, split=split, layers=names, max_samples=max_samples, dtype=dtype,
+                          pool=pool, batch_size=batch_size, force=force, device=device, log=click.echo,
+                          data_dir=data_dir)
+        click.echo(f"activations: {out}")
+
+
 def main(argv=None) -> int:
     """Entry point: runs the CLI and maps errors to one line and an exit status."""
     from .train import Interrupted
