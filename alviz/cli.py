@@ -59,7 +59,11 @@ def cli():
 @click.option("--force", is_flag=True, help="replace existing runs in the experiment folder")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def train(method, config_file, preset, out, resume, force, seeds, threads, quiet, **flags):
+@click.option("--pipeline", is_flag=True, help="AL: one group of components per torchrun rank (docs/PARALLEL.md)")
+@click.option("--ddp", is_flag=True, help="data parallel over torchrun ranks (DistributedDataParallel), AL or BP")
+@click.option("--micro-batches", type=int, default=1, show_default=True, help="--pipeline: micro-batches per batch")
+def train(method, config_file, preset, out, resume, force, seeds, threads, quiet, pipeline, ddp, micro_batches,
+          **flags):
     """Train AL and/or matched BP models (default: both, MLP on mnist5k)."""
     from . import config as cfgmod
     from .experiment import train_experiment
@@ -77,8 +81,21 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
     seed_list = _seeds(seeds) or [cfg.seed]
     methods = ("al", "bp") if method == "both" else (method,)
     set_threads(threads)
-    exp, results = train_experiment(cfg, methods, seed_list, out, resume=resume, force=force,
-                                    progress=not quiet, log=click.echo)
+    if pipeline or ddp or micro_batches != 1:
+        from .parallel import train_parallel
+
+        if pipeline and ddp:
+            raise UserError("--pipeline and --ddp are two ways to parallelise; received both, choose one")
+        if not (pipeline or ddp):
+            raise UserError(f"--micro-batches applies to --pipeline only; received {micro_batches} without it")
+        exp, results = train_parallel(cfg, methods, seed_list, out, mode="pipeline" if pipeline else "ddp",
+                                      micro_batches=micro_batches, resume=resume, force=force,
+                                      progress=not quiet, log=click.echo)
+        if exp is None:  # ranks other than 0 report nothing
+            return
+    else:
+        exp, results = train_experiment(cfg, methods, seed_list, out, resume=resume, force=force,
+                                        progress=not quiet, log=click.echo)
     for p, r in results:
         if r is None:
             continue

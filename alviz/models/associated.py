@@ -95,6 +95,20 @@ class ALModel(nn.Module):
             out.append(self.decode(self.bridges[k - 1](s), k))
         return out
 
+    def component_losses(self, i: int, s_prev: torch.Tensor, t_prev: torch.Tensor, y: torch.Tensor):
+        """Component i (0-based) alone, as one pipeline stage computes it: `(s_i, t_i, assoc, ae)`
+        from s_{i-1}, t_{i-1} (t_0 = one-hot(y)) and y. The same arithmetic as one iteration of
+        `losses()` (alviz.parallel's equivalence test checks that they agree)."""
+        s = self.blocks[i](s_prev.detach())
+        t = self.label_encoders[i](t_prev.detach())
+        assoc = F.mse_loss(self.bridges[i](s), t.detach())
+        rec = self.decoders[i](t)
+        if i == 0 and self.variant == "iclr2022":
+            ae = F.cross_entropy(rec, y)
+        else:
+            ae = F.mse_loss(rec, t_prev.detach())
+        return s, t, assoc, ae
+
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The local losses (`assoc{i}`, `ae{i}`), their sum under `loss`, and the class scores of
         the batch along the inference path (computed without gradient, for running accuracy)."""
