@@ -69,15 +69,18 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
     from .experiment import train_experiment
     from .train import set_threads
 
-    base = cfgmod.TrainConfig()
-    if preset:
-        from .presets import load_preset
+    from .presets import load_spec
 
-        base = load_preset(preset)
-    if config_file:
-        base = cfgmod.load_config(config_file, base)
+    spec = load_spec(preset, config_file)  # a preset and/or a config file, with their extra sections
     overrides = {k: v for k, v in flags.items() if v is not None}
-    cfg = cfgmod.from_dict(overrides, base, source="command line")
+    chosen = ("al", "bp") if method == "both" else (method,)
+    if spec.sweep is not None or spec.differs(chosen):  # a sweep, or methods with their own settings
+        _train_spec(spec, overrides, None if method == "both" else chosen, _seeds(seeds), out, resume=resume,
+                    force=force, threads=threads, quiet=quiet, parallel=pipeline or ddp)
+        return
+    cfg = cfgmod.from_dict(overrides, spec.for_method(chosen[0]) if len(chosen) == 1 else spec.config,
+                           source="command line")
+    _label_quick(cfg)
     seed_list = _seeds(seeds) or [cfg.seed]
     methods = ("al", "bp") if method == "both" else (method,)
     set_threads(threads)
@@ -203,6 +206,155 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
                           pool=pool, batch_size=batch_size, force=force, device=device, log=click.echo,
                           data_dir=data_dir)
         click.echo(f"activations: {out}")
+
+
+def _label_quick(cfg) -> None:
+    if cfg.quick:
+        where = f"preset {cfg.preset}" if cfg.preset else "this config"
+        click.echo(f"{where}: QUICK variant, a reduced setting for a CPU (runs are labelled quick: true); "
+                   "a check of the pipeline, not the paper's result")
+
+
+def _echo_sweep(result) -> None:
+    from .sweep import summarize
+
+    for line in summarize(result):
+        click.echo(line)
+    failed = f"; {len(result.failed)} run(s) diverged (see sweep.json)" if result.failed else ""
+    click.echo(f"sweep: {result.out} ({result.trained} run(s) trained, {result.skipped} skipped{failed})   "
+               f"next: alviz analyze {result.out}")
+    if result.failed:
+        from .train import Diverged
+
+        raise Diverged(f"{len(result.failed)} run(s) of the sweep diverged, e.g. {result.failed[0]}; "
+                       "the others finished (lower --lr, or --on-nan continue)")
+
+
+def _train_spec(spec, overrides, methods, seeds, out, *, resume, force, threads, quiet, parallel) -> None:
+    """`alviz train` for a preset/config with a sweep section or per-method settings."""
+    from .sweep import train_spec
+    from .train import set_threads
+
+    if parallel:
+        what = "a sweep" if spec.sweep is not None else "per-method settings (per_method)"
+        raise UserError(f"{spec.name or 'this config'} has {what}; --pipeline/--ddp train one configuration: "
+                        "choose one method with --method al or --method bp")
+    if spec.sweep is None:  # a sweep labels itself
+        _label_quick(spec.config)
+    set_threads(threads)
+    res = train_spec(spec, overrides, methods, seeds, out, resume=resume, force=force, progress=not quiet,
+                     log=click.echo, command=" ".join(["alviz", *sys.argv[1:]]))
+    if not isinstance(res, tuple):
+        _echo_sweep(res)
+        return
+    exp, results = res
+    for p, r in results:
+        if r is not None:
+            click.echo(f"{p.cfg.method:>3} seed {p.cfg.seed} (lr {p.cfg.lr:g}): test acc {r.test_acc:.4f}  "
+                       f"({r.seconds:.1f}s)  -> {r.run_dir}")
+    click.echo(f"experiment: {exp}   next: alviz analyze {exp}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print the list as JSON")
+def presets(name, as_json):
+    """List the presets (`alviz train --preset NAME`), or print preset NAME's YAML file.
+
+    `alviz presets NAME > my.yaml` gives a config to edit and run with `alviz train --config my.yaml`.
+    """
+    from .presets import list_presets, preset_text
+
+    if name:
+        click.echo(preset_text(name), nl=False)
+        return
+    infos = list_presets()
+    if as_json:
+        click.echo(json.dumps([vars(i) for i in infos], indent=1))
+        return
+    width = max([len(i.name) for i in infos] + [4])
+    click.echo(f"{'name':<{width}}  quick  sweep  description")
+    for i in infos:
+        click.echo(f"{i.name:<{width}}  {'yes' if i.quick else '-':<5}  {'yes' if i.sweep else '-':<5}  {i.description}")
+    click.echo("quick: a reduced CPU variant, labelled quick in every run and report; sweep: trains a grid of "
+               "experiments into one folder. `alviz presets NAME` prints a preset's file.")
+
+
+def _methods_opt(value):
+    if value is None:
+        return None
+    if value.strip() == "both":
+        return ["al", "bp"]
+    from .presets import check_methods
+
+    return check_methods(value, "--methods")
+
+
+@cli.command()
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
+              help="sweep a TrainConfig key over values (repeatable; cells = the product)")
+@click.option("--methods", default=None, help="al,bp or one of them [the sweep section's, else al,bp]")
+@click.option("--seeds", default=None, help="e.g. 0,1,2 [the sweep section's, else the config's seed]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML config (may hold a sweep section); flags override it")
+@click.option("--preset", default=None, help="a named preset (see `alviz presets`)")
+@click.option("--arch", default=None)
+@click.option("--dataset", default=None)
+@click.option("--activation", default=None)
+@click.option("--depth", type=int, default=None)
+@click.option("--width", type=int, default=None)
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [auto]")
+@click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA")
+@click.option("--variant", default=None)
+@click.option("--data-dir", default=None)
+@click.option("--on-nan", default=None)
+@click.option("--out", default=None, help="sweep folder [checkpoints/<preset>, else checkpoints/<experiment>-sweep]")
+@click.option("--resume", is_flag=True,
+              help="continue the sweep in --out (alone: as stored in its sweep.json); re-running the command also does")
+@click.option("--force", is_flag=True, help="retrain finished runs (replacing them)")
+@click.option("--dry-run", is_flag=True, help="list the cells and runs; train nothing")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def sweep(grid, methods, seeds, config_file, preset, out, resume, force, dry_run, threads, quiet, **flags):
+    """Train a grid of experiments into one folder: DIR/<cell>/<method>-seed<k>/ and DIR/sweep.json.
+
+    Example: alviz sweep --grid depth=2,4,6,8 --grid activation=sigmoid,relu --methods al,bp --seeds 0,1,2
+    --dataset mnist5k --epochs 10 --out checkpoints/depth-study. Interrupted? Run it again, or
+    `alviz sweep --resume --out DIR`: finished runs are skipped, unfinished ones resumed.
+    """
+    from . import sweep as swmod
+    from .presets import load_spec
+    from .train import set_threads
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    grid_values = swmod.parse_grid_args(grid)
+    method_list, seed_list = _methods_opt(methods), _seeds(seeds)
+    specified = grid or preset or config_file or methods or seeds or (set(overrides) - swmod.FREE_KEYS)
+    if resume and not specified:
+        if out is None:
+            raise UserError("--resume alone continues a stored sweep: give its folder with --out DIR")
+        sw = swmod.sweep_from_file(out, overrides)
+    else:
+        spec = load_spec(preset, config_file)
+        if spec.sweep is None and not grid_values and not method_list and not seed_list:
+            raise UserError("nothing to sweep: give --grid KEY=V1,V2 (and/or --methods, --seeds), or a preset or "
+                            "config with a sweep section (e.g. --preset sigmoid-study)")
+        sw = swmod.make_sweep(spec, overrides, grid_values, method_list, seed_list, out)
+    runner = swmod.SweepRunner(sw, force=force, progress=not quiet, log=click.echo,
+                               command=" ".join(["alviz", *sys.argv[1:]]))
+    if dry_run:
+        runner.check_folder()
+        todo = runner.plan()
+        for _, name, p in todo:
+            click.echo(f"{name}/{p.run_dir.name}: {p.action}")
+        click.echo(f"{len(sw.cells)} cell(s), {len(todo)} run(s), "
+                   f"{sum(p.action != 'skip' for _, _, p in todo)} to train, into {sw.out}")
+        return
+    set_threads(threads)
+    _echo_sweep(runner.run())
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,8 @@ their sample ids and the preprocessing spec (a JSON-able dict). A checkpoint sto
 `load_dataset(name, preprocess=spec)` applies it to new data instead of fitting a new one, so a
 model trained on `mnist5k` can be evaluated on raw uint8 images from `npz:`.
 
-Registered: mnist5k (embedded, default), digits, blobs, mnist, fashion-mnist, cifar10, cifar100
+Registered: mnist5k (embedded, default), digits, blobs, mnist, fashion-mnist, cifar10, cifar100,
+cifar10-5k and cifar100-5k (fixed stratified 4,000 + 1,000 image subsets of the official splits)
 and npz:PATH. Nothing here builds models or trains; augmentation is `augment_batch`, run on
 whatever device the batch lives on.
 """
@@ -239,6 +240,23 @@ def _npz(path: str, cfg) -> Raw:
     return Raw(x[tr], y[tr], x[te], y[te], tr, te, image=image, pixel_max=pixel_max)
 
 
+def _tv_subset(name: str, n_train: int, n_test: int):
+    """A fixed stratified subset of a torchvision data set: `n_train` images of its training split
+    and `n_test` of its test split (the quick CIFAR presets; needs the full data set in data_dir)."""
+    full = _torchvision(name)
+
+    def load(cfg) -> Raw:
+        raw = full(cfg)
+        _, tr = stratified_split(raw.y_train, n_train / len(raw.y_train))
+        _, te = stratified_split(raw.y_test, n_test / len(raw.y_test))
+        return Raw(raw.x_train[tr], raw.y_train[tr], raw.x_test[te], raw.y_test[te], raw.ids_train[tr],
+                   raw.ids_test[te], image=raw.image, augment=raw.augment,
+                   per_image_standardize=raw.per_image_standardize, pixel_max=raw.pixel_max,
+                   class_names=raw.class_names)
+
+    return load
+
+
 DATASETS = {
     "mnist5k": _mnist5k,
     "digits": _digits,
@@ -247,6 +265,8 @@ DATASETS = {
     "fashion-mnist": _torchvision("fashion-mnist"),
     "cifar10": _torchvision("cifar10"),
     "cifar100": _torchvision("cifar100"),
+    "cifar10-5k": _tv_subset("cifar10", 4000, 1000),
+    "cifar100-5k": _tv_subset("cifar100", 4000, 1000),
 }
 DATASET_NAMES = tuple(DATASETS) + ("npz:PATH",)
 
