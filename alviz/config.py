@@ -56,6 +56,8 @@ class TrainConfig:
     on_nan: str = "stop"
     preset: str | None = None  # name of the preset this config came from, if any
     quick: bool = False  # a reduced "quick" variant of a paper preset (fewer epochs / less data)
+    channels_last: bool = False  # CUDA, conv models: channels-last memory format for weights and inputs
+    compile: bool = False  # torch.compile the model's losses (first steps are slower: compilation)
 
     def validate(self) -> "TrainConfig":
         _check_choice("method", self.method, METHODS)
@@ -82,6 +84,10 @@ class TrainConfig:
             raise UserError(f"milestones are fractions of training in (0, 1]; received {self.milestones}")
         if self.seed < 0:
             raise UserError(f"seed must be >= 0; received {self.seed}")
+        for name in ("channels_last", "compile"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise UserError(f"{name} must be true or false; received {v!r}")
         return self
 
     def to_dict(self) -> dict:

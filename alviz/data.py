@@ -368,9 +368,11 @@ def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: d
 
 # --------------------------------------------------------------------------- augmentation
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Pad-`pad` random crop and random horizontal flip of an (B, C, H, W) batch, vectorised, on
-    the batch's own device (no host round trip). `generator` must live on that device."""
+    the batch's own device (no host round trip). `generator` must live on that device.
+    `memory_format=torch.channels_last` returns the gathered (B, H, W, C) result without a copy."""
     b, _, h, w = x.shape
     dev = x.device
     xp = F.pad(x, (pad, pad, pad, pad))
@@ -382,4 +384,4 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     bi = torch.arange(b, device=dev)[:, None, None]
     out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)

@@ -1,0 +1,192 @@
+"""The benchmark suite runs (quick mode), writes the JSON it promises, and skips what is missing;
+bench/gpu_epoch.py runs on the CPU with tiny settings; the training options it times are wired."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _run(args, timeout=240):
+    return subprocess.run([PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _positive(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+def test_suite_quick_train_writes_figures(tmp_path):
+    out = tmp_path / "res.json"
+    r = _run(["bench/run.py", "--quick", "--only", "train", "--json", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    m = res["machine"]
+    assert m["cores"] >= 1 and m["cpu_model"] and m["torch"] == torch.__version__ and len(m["loadavg"]) == 3
+    assert res["quick"] is True and set(res["benchmarks"]) == {"train"}
+    b = res["benchmarks"]["train"]
+    assert b["status"] == "ok" and _positive(b["seconds"])
+    t = b["result"]
+    assert t["threads"] == 1 and t["reps"] >= 3
+    (row,) = t["flops"]
+    assert row["arch"] == "mlp" and row["width"] == 256 and row["batch"] == 64
+    assert row["matmul"]["shape"] == [64, 256, 1280] and _positive(row["matmul"]["gflops_per_s"])
+    for method in ("al", "bp"):
+        v = row[method]
+        for k in ("flops", "params", "step_cpu_s", "step_wall_s", "gflops_per_s", "vs_matmul",
+                  "fused_adam_step_cpu_s", "fused_adam_vs_matmul"):
+            assert _positive(v[k]), (method, k, v[k])
+    # FLOP counts are exact, so they have known values: BP's MLP at batch 64, forward
+    # 2*64*(784*256 + 256*256 + 256*1280 + 1280*256 + 256*256 + 256*10); backward twice that,
+    # less the first layer's input gradient (the input needs none)
+    fwd = 2 * 64 * (784 * 256 + 256 * 256 + 256 * 1280 + 1280 * 256 + 256 * 256 + 256 * 10)
+    assert row["bp"]["flops"] == 3 * fwd - 2 * 64 * 784 * 256
+    assert row["al"]["flops"] > row["bp"]["flops"]
+    a = row["al_vs_bp"]
+    assert a["predicted_flop_ratio"] == pytest.approx(row["al"]["flops"] / row["bp"]["flops"])
+    assert _positive(a["measured_time_ratio"])
+    eo = t["epoch_overhead"]["methods"]
+    for method in ("al", "bp"):
+        for k in ("pure_steps_cpu_s", "loop_cpu_s", "legacy_loop_cpu_s", "whole_train_call_cpu_s"):
+            assert _positive(eo[method][k]), (method, k)
+        assert -1 < eo[method]["loop_overhead"] < 1
+    s = t["summary"]
+    assert isinstance(s["goal_loop_overhead_under_5pct"], bool) and s["goal_mlp_step_half_of_matmul"] is None
+    for k in ("evaluate_cpu_s", "checkpoint_cpu_s", "checkpoint_wall_s"):
+        assert _positive(eo["al"][k]), k
+    assert "| mlp w256 | 64 | AL |" in r.stdout and "## train" in r.stdout
+
+
+def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "bench_metrics.py").write_text("def run(quick=False):\n    return {'x': 2.5, 'quick': quick}\n")
+    (bench / "bench_extract.py").write_text("def run(quick=False):\n    raise ValueError('no data here')\n")
+    out = tmp_path / "res.json"
+    r = _run(["bench/run.py", "--quick", "--only", "metrics,extract,analyze", "--json", str(out),
+              "--bench-dir", str(bench)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = json.loads(out.read_text())["benchmarks"]
+    assert b["metrics"]["status"] == "ok" and b["metrics"]["result"] == {"x": 2.5, "quick": True}
+    assert b["extract"]["status"] == "failed" and "ValueError: no data here" in b["extract"]["note"]
+    assert b["analyze"]["status"] == "missing"
+    assert "analyze: skipped, bench/bench_analyze.py does not exist" in r.stdout
+
+
+def test_suite_rejects_unknown_names():
+    r = _run(["bench/run.py", "--only", "trian"])
+    assert r.returncode == 2
+    assert "--only: unknown benchmark 'trian'; allowed: train, metrics, extract, analyze, parallel" in r.stderr
+
+
+def test_gpu_epoch_script_runs_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    r = _run(["bench/gpu_epoch.py", "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "4",
+              "--n-train", "16", "--width", "8", "--archs", "resnet20", "--methods", "al,bp",
+              "--variants", "fp32,amp_cl", "--threads", "1", "--json", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["device"] == "cpu" and res["extrapolated"] is True and len(res["runs"]) == 4
+    for run in res["runs"]:
+        assert "error" not in run, run
+        assert _positive(run["step_ms"]) and _positive(run["samples_per_s"]) and run["epoch_steps"] == 12500
+        assert run["epoch_s_extrapolated"] == pytest.approx(run["step_ms"] / 1e3 * 12500)
+        assert run["channels_last"] is False  # channels-last applies on CUDA only
+        assert run["gpu_util_pct"] is None and run["width"] == 8
+    assert "EXTRAPOLATED" in r.stdout and "| resnet20 | AL | amp_cl |" in r.stdout
+    bad = _run(["bench/gpu_epoch.py", "--device", "cpu", "--archs", "resnet99"])
+    assert bad.returncode == 2 and "--archs: received resnet99; allowed: resnet20, resnet32, vgg, cnn" in bad.stderr
+
+
+@pytest.fixture
+def one_thread():
+    """Two OpenMP threads on two cores shared with other processes can be 10x slower than one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_channels_last_and_compile_options(tmp_path, blobs_cfg, monkeypatch, one_thread):
+    from alviz.config import TrainConfig, from_dict
+    from alviz.errors import UserError
+    from alviz.train import train, use_channels_last
+
+    cfg = from_dict({"channels_last": True, "compile": False})
+    assert cfg.channels_last is True and cfg.compile is False
+    with pytest.raises(UserError, match=r"channels_last must be of type bool; received 'yes'"):
+        from_dict({"channels_last": "yes"})
+    with pytest.raises(UserError, match=r"compile must be true or false; received 1"):
+        TrainConfig(compile=1).validate()
+    conv = TrainConfig(arch="cnn", channels_last=True)
+    assert use_channels_last(conv, torch.device("cuda"), (1, 28, 28))
+    assert not use_channels_last(conv, torch.device("cpu"), (1, 28, 28))
+    assert not use_channels_last(conv.replace(arch="mlp"), torch.device("cuda"), (1, 28, 28))
+
+    # compile=True hands the model's losses to torch.compile (stubbed here: a real CPU compile
+    # takes a minute) and trains with what it returns; the weights equal an uncompiled run's
+    seen = []
+
+    def fake_compile(fn, **kw):
+        seen.append((fn.__name__, kw))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(blobs_cfg.replace(epochs=1), tmp_path / "a", progress=False, log=lambda *_: None)
+    train(blobs_cfg.replace(epochs=1, compile=True, channels_last=True), tmp_path / "b", progress=False,
+          log=lambda *_: None)
+    assert seen == [("losses", {"dynamic": False})]
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # resuming with the speed options changed is allowed (they do not change what the run means)
+    train(blobs_cfg.replace(epochs=2), tmp_path / "b", resume=True, progress=False, log=lambda *_: None)
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["epoch"] == 2
+
+
+def test_train_epoch_flags_the_first_nonfinite_step():
+    from alviz.train import NonFiniteLoss, train_epoch
+
+    class Toy(torch.nn.Module):
+        def __init__(self, poison_at=None):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = torch.nn.Linear(3, 2)
+            self.calls, self.poison_at = 0, poison_at
+
+        def losses(self, x, y):
+            self.calls += 1
+            out = self.lin(x)
+            a = torch.nn.functional.cross_entropy(out, y)
+            b = (out ** 2).mean() * (float("nan") if self.calls == self.poison_at else 1.0)
+            return {"a": a, "b": b, "loss": a + b}, out.detach()
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, generator=g), torch.randint(0, 2, (40,), generator=g)
+    m = Toy()
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)  # lr 0: every step sees the same model
+    st = train_epoch(m, opt, x, y, torch.arange(40), batch_size=4, nan_check_every=3)
+    assert st.keys == ["a", "b", "loss"] and st.n == 40 and st.first_bad == {}
+    with torch.no_grad():
+        assert st.correct == int((m.lin(x).argmax(1) == y).sum())
+        # the sums are the per-step running float64 sums, bit for bit
+        ref = 0.0
+        for i in range(10):
+            ref += float(torch.nn.functional.cross_entropy(m.lin(x[i * 4:(i + 1) * 4]), y[i * 4:(i + 1) * 4]).double()) * 4
+    assert st.sums[0] == ref
+    # a NaN in loss b at the 7th step (index 6) makes the weights NaN, so loss a follows at index 7
+    m = Toy(poison_at=7)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    st = train_epoch(m, opt, x, y, torch.arange(40), batch_size=4, on_nan="continue", nan_check_every=3)
+    assert st.first_bad == {"b": 6, "loss": 6, "a": 7} and m.calls == 10
+    m = Toy(poison_at=7)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    with pytest.raises(NonFiniteLoss) as e:
+        train_epoch(m, opt, x, y, torch.arange(40), batch_size=4, on_nan="stop", nan_check_every=3)
+    assert e.value.stats.first_bad == {"b": 6, "loss": 6, "a": 7} and m.calls == 9  # the check after step 9
