@@ -208,6 +208,56 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
         click.echo(f"activations: {out}")
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--out", default="reports", show_default=True, help="reports go to OUT/<experiment>/")
+@click.option("--max-samples", type=int, default=None,
+              help="held-out samples to measure (stratified) [all]; also caps the training samples")
+@click.option("--train-samples", type=int, default=5000, show_default=True,
+              help="training samples the k-NN and linear probe learn from")
+@click.option("--tsne-samples", type=int, default=2000, show_default=True, help="points per t-SNE panel")
+@click.option("--perplexity", type=float, default=30.0, show_default=True)
+@click.option("--no-tsne", is_flag=True, help="skip t-SNE (faster)")
+@click.option("--tsne-jobs", type=int, default=1, show_default=True,
+              help="openTSNE threads (-1: all cores; 1 is fastest on a busy CPU)")
+@click.option("--device", default="auto", show_default=True, help="device for extraction: auto, cpu, cuda, cuda:N")
+@click.option("--seed", type=int, default=0, show_default=True, help="seeds samples, probes and t-SNE")
+def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed):
+    """Measure every layer, draw figures and write reports (default: all experiments under checkpoints/)."""
+    from .report import Options
+    from .report import analyze as _analyze
+    from .train import resolve_device
+
+    opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=not no_tsne,
+                   tsne_samples=tsne_samples, perplexity=perplexity, tsne_jobs=tsne_jobs,
+                   device=str(resolve_device(device)), seed=seed).validate()
+    folders = _analyze(list(paths), out=out, options=opts, log=click.echo)
+    for f in folders:
+        click.echo(f"report: {f / 'report.html'}  (also report.md, metrics.csv, fig_*.pdf/.png)")
+
+
+@cli.command()
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--csv", "csv_path", default=None, help="CSV to write [OUT/<experiment of A>/compare-A-vs-B.csv]")
+@click.option("--out", default="reports", show_default=True, help="report folder root (caches, default CSV)")
+@click.option("--max-samples", type=int, default=None, help="held-out samples to measure [all]")
+@click.option("--train-samples", type=int, default=5000, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def compare(a, b, csv_path, out, max_samples, train_samples, device, seed):
+    """Compare two runs or two experiments layer by layer: A, B, A - B and which is better."""
+    from .report import Options, format_compare_table
+    from .report import compare as _compare
+    from .train import resolve_device
+
+    opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=False,
+                   device=str(resolve_device(device)), seed=seed).validate()
+    rows, path = _compare(a, b, out=out, csv_path=csv_path, options=opts, log=lambda m: click.echo(m, err=True))
+    click.echo(format_compare_table(rows, str(a), str(b)))
+    click.echo(f"csv: {path}")
+
+
 def _label_quick(cfg) -> None:
     if cfg.quick:
         where = f"preset {cfg.preset}" if cfg.preset else "this config"

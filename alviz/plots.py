@@ -1,0 +1,597 @@
+"""Paper-style figure functions for hidden-layer studies of AL and BP runs.
+
+What this is: functions that take data (plain Python records or arrays) and draw onto
+Matplotlib Axes. Each takes ``ax=None`` (or ``fig=None`` for a grid) and returns the Axes (or
+the Figure for grids); when no Axes is given a new pyplot figure is made. The data they take:
+
+- *records*: an iterable of mappings, one per (run, layer, measure), with at least the keys
+  ``method`` ("al"/"bp"), ``seed``, ``layer``, ``depth`` (position along the inference path),
+  ``measure`` and ``value`` -- the rows of ``reports/<experiment>/metrics.csv``. A pandas
+  DataFrame works too (its rows are read with ``to_dict("records")``). Values of several seeds
+  are drawn as mean with error bars (``err="std"``: one sample standard deviation;
+  ``"ci"``: 95 % Student-t interval; ``None``: none). Legends sit outside the data: above
+  the Axes, or above the panels of a grid.
+- *histories*: an iterable of mappings ``{"method", "seed", "history"}`` where ``history`` is
+  the per-epoch list of dicts of a run's meta.json (keys ``epoch``, ``test_acc``,
+  ``loss_assoc{k}``, ``loss_ae{k}``, ``test_acc_exit{k}``, ...).
+
+The palette is colour-blind safe: classes use seaborn's ``colorblind`` 10-colour list (a
+sequential colormap beyond 10 classes), always in label order, so class ``c`` has the same
+colour in every panel and in the HTML viewer (``class_colors``). AL and BP differ by colour,
+marker and line style, so the figures survive greyscale printing.
+
+What this is not: no file I/O, no ``savefig``, no global style changes (fonts, sizes and file
+formats are chosen by ``alviz.report``), no computation of measures (see ``alviz.metrics``).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "PALETTE",
+    "METHOD_STYLE",
+    "MEASURE_LABELS",
+    "class_colors",
+    "method_style",
+    "figure_legend",
+    "measure_by_layer",
+    "distances_by_layer",
+    "measures_grid",
+    "tsne_grid",
+    "training_curves",
+    "al_losses",
+    "exit_accuracy",
+    "study",
+]
+
+#: seaborn "colorblind" (10 colours), in class-label order.
+PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
+           "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"]
+
+#: How each method is drawn: colour, marker, line style and legend label.
+METHOD_STYLE = {
+    "al": {"color": "#0173b2", "marker": "o", "linestyle": "-", "label": "AL"},
+    "bp": {"color": "#d55e00", "marker": "s", "linestyle": "--", "label": "BP"},
+}
+
+#: Axis labels of the measures of ``alviz.metrics.MEASURES`` (plus accuracies).
+MEASURE_LABELS = {
+    "intra": "intra-class distance",
+    "inter": "inter-class distance",
+    "ratio": "inter / intra distance",
+    "centroid_ratio": "centroid distance ratio",
+    "fisher_ratio": "Fisher trace ratio",
+    "nc1": "NC1 (lower: more collapsed)",
+    "silhouette": "silhouette",
+    "knn_acc": "5-NN accuracy",
+    "probe_acc": "linear-probe accuracy",
+    "test_acc": "test accuracy",
+}
+
+_GROUP_LINESTYLES = ["-", "--", ":", "-."]
+_GROUP_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+
+
+# ------------------------------------------------------------------------------------ helpers
+def class_colors(n: int) -> list[str]:
+    """``n`` colours for class labels 0..n-1: the colour-blind-safe palette for n <= 10, else
+    ``n`` evenly spaced colours of the perceptually uniform ``viridis`` map."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be a non-negative number of classes; got {n}.")
+    if n <= len(PALETTE):
+        return PALETTE[:n]
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps["viridis"]
+    return [to_hex(cmap(i / max(n - 1, 1))) for i in range(n)]
+
+
+def method_style(method: str) -> dict:
+    """Style of a method (``METHOD_STYLE``); an unknown method gets a grey dotted style."""
+    return dict(METHOD_STYLE.get(method, {"color": "#555555", "marker": "^", "linestyle": ":",
+                                          "label": str(method).upper()}))
+
+
+def _records(data) -> list[dict]:
+    if hasattr(data, "to_dict"):  # pandas DataFrame
+        data = data.to_dict("records")
+    if isinstance(data, Mapping):
+        raise TypeError("expected an iterable of records (mappings), got one mapping")
+    rows = [dict(r) for r in data]
+    return rows
+
+
+def _need(rows: list[dict], keys: Sequence[str], what: str) -> None:
+    for r in rows[:1]:
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise ValueError(f"{what}: records need the keys {list(keys)}; missing {missing} "
+                             f"(got {sorted(r)})")
+
+
+def _ax(ax, figsize=(3.35, 2.4)):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _err(values: np.ndarray, err: str | None) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if err is None or len(v) < 2:
+        return 0.0
+    sd = float(v.std(ddof=1))
+    if err == "std":
+        return sd
+    if err == "ci":
+        from scipy import stats
+
+        return float(stats.t.ppf(0.975, len(v) - 1)) * sd / math.sqrt(len(v))
+    raise ValueError(f"err must be 'std', 'ci' or None; got {err!r}.")
+
+
+def _mean(values) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _methods(keys: Iterable[str]) -> list[str]:
+    order = {"al": 0, "bp": 1}
+    return sorted(set(keys), key=lambda m: (order.get(m, 2), m))
+
+
+def _legend_above(ax, **kw) -> None:
+    """Legend in one row above the axes, outside the data (never hides a point)."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=max(len(labels), 1),
+              frameon=False, borderaxespad=0.2, **kw)
+
+
+def figure_legend(fig, ax) -> None:
+    """One legend for a whole figure, above the panels, from the handles of ``ax``."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
+
+
+def _layer_ticks(ax, names_at: dict[float, dict[str, str]], boundary: float | None,
+                 compact: bool | None = None) -> None:
+    """x ticks at depths; a tick label stacks the layer names of the methods when they differ
+    (AL's first). ``compact`` (default: more than 6 positions) joins them with "/" on one
+    rotated line instead, for narrow panels and deep models."""
+    order = {"al": 0, "bp": 1}
+    xs = sorted(names_at)
+    if compact is None:
+        compact = len(xs) > 6
+    labels = []
+    for x in xs:
+        names = [n for m, n in sorted(names_at[x].items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))]
+        uniq = list(dict.fromkeys(names))
+        labels.append(("/" if compact else "\n").join(uniq))
+    ax.set_xticks(xs)
+    if compact:
+        ax.set_xticklabels(labels, rotation=40, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticklabels(labels)
+    if len(xs) > 1:
+        ax.set_xlim(xs[0] - 0.4, xs[-1] + 0.4)
+    if boundary is not None:
+        ax.axvline(boundary, color="#bbbbbb", linewidth=0.6, linestyle=":", zorder=0)
+
+
+def _log_y(ax) -> None:
+    """Log y axis with plain-number labels; minor ticks (2, 5) labelled when the data span
+    less than two decades (otherwise too few labels would be left)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.relim()
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+
+    def label(v, _):
+        if v <= 0:
+            return ""
+        if 1e-3 <= v < 1e4:
+            return f"{v:g}"
+        e = math.floor(math.log10(v) + 1e-9)
+        m = v / 10 ** e
+        return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"${m:g}\\times10^{{{e}}}$"
+
+    fmt = FuncFormatter(label)
+    ax.yaxis.set_major_formatter(fmt)
+    if lo > 0 and math.log10(hi / lo) < 2.0:
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(fmt)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+# ------------------------------------------------------------------------ measures by layer
+def _by_layer(rows: list[dict], measure: str):
+    """{method: [(depth, mean, values)]} and tick names {depth: {method: layer}} for a measure."""
+    vals: dict[tuple[str, float], list[float]] = defaultdict(list)
+    names: dict[float, dict[str, str]] = defaultdict(dict)
+    roles: dict[float, set] = defaultdict(set)
+    for r in rows:
+        if r["measure"] != measure:
+            continue
+        d = r["depth"]
+        if d is None or d == "" or (isinstance(d, float) and math.isnan(d)):
+            continue
+        d = float(d)
+        vals[(r["method"], d)].append(float(r["value"]))
+        names[d][r["method"]] = str(r["layer"])
+        if "role" in r:
+            roles[d].add(r["role"])
+    series: dict[str, list] = defaultdict(list)
+    for (m, d), v in sorted(vals.items(), key=lambda kv: kv[0][1]):
+        series[m].append((d, np.asarray(v, float)))
+    enc = [d for d, rs in roles.items() if rs and rs <= {"encoder"}]
+    boundary = max(enc) + 0.5 if enc and len(enc) < len(names) else None
+    return series, names, boundary
+
+
+def measure_by_layer(records, measure: str = "ratio", *, ax=None, err: str | None = "std",
+                     logy: bool = False, ylabel: str | None = None, legend: bool = True,
+                     reference: float | None = None, compact: bool | None = None):
+    """One measure along the inference path: x = layer position, one line per method.
+
+    Points are the mean over seeds, error bars ``err`` (see module docstring). Tick labels name
+    the layer of each method at that position (e.g. "bridge2" over "head1"); a dotted line
+    separates encoder layers from the rest. ``reference`` draws a horizontal line (e.g. 1.0 for
+    the ratio: inter = intra, no separation). ``compact`` tick labels: see ``_layer_ticks``.
+    Returns the Axes.
+    """
+    rows = _records(records)
+    _need(rows, ("method", "layer", "depth", "measure", "value"), "measure_by_layer")
+    ax = _ax(ax)
+    series, names, boundary = _by_layer(rows, measure)
+    if not series:
+        raise ValueError(f"measure_by_layer: no records with measure {measure!r} and a depth")
+    for m in _methods(series):
+        st = method_style(m)
+        xs = [d for d, _ in series[m]]
+        means = [_mean(v) for _, v in series[m]]
+        errs = [_err(v, err) for _, v in series[m]]
+        n_seeds = max(len(v) for _, v in series[m])
+        label = st["label"] + (f" (n={n_seeds})" if n_seeds > 1 else "")
+        ax.errorbar(xs, means, yerr=errs if any(errs) else None, color=st["color"],
+                    marker=st["marker"], linestyle=st["linestyle"], label=label, capsize=2,
+                    markersize=3.5, linewidth=1.2, elinewidth=0.8)
+    if reference is not None:
+        ax.axhline(reference, color="#888888", linewidth=0.6, linestyle="-", zorder=0)
+    _layer_ticks(ax, names, boundary, compact)
+    if logy:
+        _log_y(ax)
+    ax.set_ylabel(ylabel or MEASURE_LABELS.get(measure, measure))
+    ax.set_xlabel("layer (position along the inference path)")
+    ax.grid(axis="y", linewidth=0.4, alpha=0.5)
+    if legend:
+        _legend_above(ax)
+    return ax
+
+
+def distances_by_layer(records, *, fig=None, err: str | None = "std", logy: bool = True):
+    """Intra- and inter-class mean distances by layer, side by side (two panels), AL against BP.
+
+    Distances are in the units of each layer's activations, so the y axes are logarithmic by
+    default: layers of different width or activation function differ in scale, and only the
+    comparison at one position is meaningful. Returns the Figure.
+    """
+    rows = _records(records)
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(6.9, 2.5), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, meas, title in zip(axes, ("intra", "inter"),
+                               ("(a) intra-class distance", "(b) inter-class distance")):
+        measure_by_layer(rows, meas, ax=ax, err=err, logy=logy, legend=False,
+                         ylabel="mean Euclidean distance")
+        ax.set_title(title, loc="left")
+    axes[1].tick_params(labelleft=True)
+    figure_legend(fig, axes[0])
+    return fig
+
+
+def measures_grid(records, measures: Sequence[str], *, fig=None, err: str | None = "std",
+                  ncols: int = 3):
+    """Small multiples: one panel per measure (``measure_by_layer``), AL against BP.
+
+    Returns the Figure; one legend above the panels.
+    """
+    rows = _records(records)
+    measures = [m for m in measures if any(r["measure"] == m for r in rows)]
+    if not measures:
+        raise ValueError("measures_grid: none of the measures appear in the records")
+    nrows = math.ceil(len(measures) / ncols)
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(6.9, 1.9 * nrows + 0.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, (ax, m) in enumerate(zip(axes, measures)):
+        measure_by_layer(rows, m, ax=ax, err=err, legend=False, compact=True,
+                         logy=m in ("intra", "inter", "fisher_ratio", "nc1"))
+        ax.set_xlabel("")
+        ax.set_title(MEASURE_LABELS.get(m, m), loc="left")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", labelsize="x-small")
+        ax.tick_params(axis="y", which="both", labelsize="x-small")
+    for ax in axes[len(measures):]:
+        ax.set_visible(False)
+    figure_legend(fig, axes[0])
+    return fig
+
+
+# ----------------------------------------------------------------------------------- t-SNE
+def tsne_grid(panels, labels, *, row_names: Sequence[str], col_names: Sequence[str],
+              titles: Mapping | None = None, class_names: Sequence[str] | None = None,
+              colors: Sequence[str] | None = None, point_size: float = 1.5, fig=None,
+              legend: bool = True, rasterized: bool = True):
+    """A grid of 2-D embeddings: one row per ``row_names`` entry (e.g. AL, BP), one column per
+    ``col_names`` entry (e.g. layer positions).
+
+    ``panels`` maps ``(row, col)`` (names) to an (N, 2) array of the same N points in the same
+    order (missing or None: an empty panel). ``labels`` (N,) are class indices 0..C-1, coloured
+    with ``class_colors`` (or ``colors``). ``titles`` maps ``(row, col)`` to a panel title
+    (default: the column name). Axes carry no ticks: t-SNE coordinates have no units. Scatter
+    points are rasterised inside vector outputs to keep PDFs small. Returns the Figure.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D; got shape {labels.shape}")
+    n_classes = int(labels.max()) + 1 if len(labels) else 0
+    colors = list(colors) if colors is not None else class_colors(n_classes)
+    if len(colors) < n_classes:
+        raise ValueError(f"need {n_classes} colours, got {len(colors)}")
+    point_colors = np.asarray(colors, dtype=object)[labels] if len(labels) else []
+    nr, nc = len(row_names), len(col_names)
+    if nr == 0 or nc == 0:
+        raise ValueError("tsne_grid needs at least one row and one column")
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(min(6.9, 1.45 * nc + 0.6), 1.45 * nr + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(nr, nc, squeeze=False))
+    for i, r in enumerate(row_names):
+        for j, c in enumerate(col_names):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_aspect("equal", adjustable="datalim")
+            for s in ax.spines.values():
+                s.set_linewidth(0.5)
+                s.set_color("#999999")
+            Y = panels.get((r, c)) if isinstance(panels, Mapping) else None
+            title = (titles or {}).get((r, c), str(c))
+            ax.set_title(title, fontsize="small", pad=2)
+            if j == 0:
+                ax.set_ylabel(str(r), fontsize="medium", fontweight="bold")
+            if Y is None:
+                ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center",
+                        color="#999999")
+                continue
+            Y = np.asarray(Y, dtype=float)
+            if Y.shape != (len(labels), 2):
+                raise ValueError(f"panel {(r, c)} has shape {Y.shape}; expected "
+                                 f"({len(labels)}, 2), the same points as labels")
+            ax.scatter(Y[:, 0], Y[:, 1], c=point_colors, s=point_size, linewidths=0,
+                       rasterized=rasterized)
+    if legend and n_classes:
+        from matplotlib.lines import Line2D
+
+        names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+        handles = [Line2D([], [], marker="o", linestyle="", markersize=4, color=colors[k],
+                          label=names[k] if k < len(names) else str(k))
+                   for k in range(n_classes)]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(n_classes, 10),
+                   frameon=False, handletextpad=0.1, columnspacing=0.8, title="class")
+    return fig
+
+
+# ---------------------------------------------------------------------------------- training
+def _histories(histories) -> list[dict]:
+    hs = [dict(h) for h in histories]
+    for h in hs:
+        if "history" not in h or "method" not in h:
+            raise ValueError("histories need the keys 'method' and 'history' (a list of epoch rows)")
+    return hs
+
+
+def _integer_x(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _curve(hist: list[dict], key: str):
+    xs, ys = [], []
+    for i, row in enumerate(hist, start=1):
+        v = row.get(key)
+        if v is None or v == "":
+            continue
+        xs.append(int(row.get("epoch", i)))
+        ys.append(float(v))
+    return np.asarray(xs), np.asarray(ys)
+
+
+def _mean_curve(curves):
+    """Mean (and spread) over seeds of curves on their common epochs."""
+    common = None
+    for xs, _ in curves:
+        common = set(xs.tolist()) if common is None else common & set(xs.tolist())
+    epochs = np.asarray(sorted(common or []))
+    if not len(epochs):
+        return epochs, np.array([]), np.array([]), np.array([])
+    stack = np.stack([ys[np.searchsorted(xs, epochs)] for xs, ys in curves])
+    return epochs, stack.mean(0), stack.min(0), stack.max(0)
+
+
+def training_curves(histories, *, ax=None, key: str = "test_acc", ylabel: str | None = None):
+    """Per-epoch curve ``key`` (default test accuracy) of each method: the mean over seeds as a
+    line, the min-max range over seeds as a band. Returns the Axes."""
+    hs = _histories(histories)
+    ax = _ax(ax)
+    by_method = defaultdict(list)
+    for h in hs:
+        xs, ys = _curve(h["history"], key)
+        if len(xs):
+            by_method[h["method"]].append((xs, ys))
+    if not by_method:
+        raise ValueError(f"training_curves: no history has the column {key!r}")
+    for m in _methods(by_method):
+        st = method_style(m)
+        ep, mean, lo, hi = _mean_curve(by_method[m])
+        n = len(by_method[m])
+        ax.plot(ep, mean, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
+                markersize=2.5 if len(ep) <= 30 else 0, linewidth=1.2,
+                label=st["label"] + (f" (n={n}, band: min–max)" if n > 1 else ""))
+        if n > 1:
+            ax.fill_between(ep, lo, hi, color=st["color"], alpha=0.2, linewidth=0)
+    _integer_x(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or MEASURE_LABELS.get(key, key))
+    ax.grid(linewidth=0.4, alpha=0.5)
+    ax.legend(frameon=False, loc="best")
+    return ax
+
+
+def al_losses(histories, *, ax=None, logy: bool = True):
+    """AL's local losses per epoch: ``loss_assoc{k}`` (solid) and ``loss_ae{k}`` (dashed) for
+    every component k, mean over the AL seeds, one colour per component. Returns the Axes."""
+    hs = [h for h in _histories(histories) if h["method"] == "al"]
+    ax = _ax(ax)
+    keys = sorted({k for h in hs for row in h["history"] for k in row
+                   if k.startswith(("loss_assoc", "loss_ae"))},
+                  key=lambda k: (int("".join(ch for ch in k if ch.isdigit()) or 0), k))
+    if not keys:
+        raise ValueError("al_losses: no AL history with loss_assoc{k} / loss_ae{k} columns")
+    comps = sorted({int("".join(ch for ch in k if ch.isdigit())) for k in keys})
+    from matplotlib import colormaps
+
+    cmap = colormaps["cividis"]
+    for k in keys:
+        comp = int("".join(ch for ch in k if ch.isdigit()))
+        color = cmap(0.1 + 0.8 * comps.index(comp) / max(len(comps) - 1, 1))
+        curves = [c for c in (_curve(h["history"], k) for h in hs) if len(c[0])]
+        ep, mean, _, _ = _mean_curve(curves)
+        kind = "assoc" if "assoc" in k else "AE"
+        ax.plot(ep, mean, color=color, linestyle="-" if kind == "assoc" else "--",
+                linewidth=1.2, label=f"{kind} {comp}")
+    if logy:
+        ax.set_yscale("log")
+    _integer_x(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("AL local loss")
+    ax.grid(linewidth=0.4, alpha=0.5)
+    ax.legend(frameon=False, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.28),
+              handlelength=1.8, columnspacing=1.0)
+    return ax
+
+
+def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
+    """AL's test accuracy at each exit depth k = 1..L (last epoch, mean over seeds, error
+    bars ``err``), with BP's final test accuracy (one exit, at depth L) beside it and as a
+    dashed reference line. Returns the Axes."""
+    hs = _histories(histories)
+    ax = _ax(ax)
+    per_k = defaultdict(list)
+    bp_final = []
+    depth = 0
+    for h in hs:
+        if not h["history"]:
+            continue
+        last = h["history"][-1]
+        if h["method"] == "al":
+            for key, v in last.items():
+                if key.startswith("test_acc_exit") and v not in (None, ""):
+                    k = int(key[len("test_acc_exit"):])
+                    per_k[k].append(float(v))
+                    depth = max(depth, k)
+        elif last.get("test_acc") not in (None, ""):
+            bp_final.append(float(last["test_acc"]))
+            depth = max(depth, int(h.get("depth") or 0))
+    if not per_k and not bp_final:
+        raise ValueError("exit_accuracy: no AL exit accuracies (test_acc_exit{k}) or BP accuracy")
+    if per_k:
+        st = method_style("al")
+        ks = sorted(per_k)
+        ax.errorbar(ks, [_mean(per_k[k]) for k in ks], yerr=[_err(per_k[k], err) for k in ks],
+                    color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
+                    capsize=2, markersize=3.5, linewidth=1.2, label="AL, exit at depth k")
+    if bp_final:
+        st = method_style("bp")
+        d = depth or (max(per_k) if per_k else 1)
+        ax.errorbar([d], [_mean(bp_final)], yerr=[_err(bp_final, err)], color=st["color"],
+                    marker=st["marker"], linestyle="", capsize=2, markersize=4,
+                    label="BP (full depth)")
+        ax.axhline(_mean(bp_final), color=st["color"], linestyle=":", linewidth=0.8)
+    ks = sorted(set(per_k) | ({depth} if depth else set()))
+    ax.set_xticks(ks)
+    if ks:
+        ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
+    ax.set_xlabel("exit depth k (components used)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="y", linewidth=0.4, alpha=0.5)
+    ax.legend(frameon=False)
+    return ax
+
+
+# ------------------------------------------------------------------------------ study across
+def study(records, *, x: str, measure: str, group: str | None = None, ax=None,
+          err: str | None = "std", ylabel: str | None = None, xlabel: str | None = None,
+          legend: bool = True):
+    """A measure across experiments (e.g. accuracy or ratio against depth), AL against BP.
+
+    ``records`` have keys ``method``, ``x`` (the varying setting, e.g. ``depth`` or
+    ``activation``), ``measure``, ``value`` and optionally ``group`` (a second setting, drawn
+    with its own line style and marker, e.g. the activation when x is depth). Numeric x values
+    are placed on a numeric axis, others as categories in first-seen order. Mean over seeds,
+    error bars ``err``. Returns the Axes.
+    """
+    rows = [r for r in _records(records) if r.get("measure") == measure]
+    if not rows:
+        raise ValueError(f"study: no records with measure {measure!r}")
+    _need(rows, ("method", x, "value"), "study")
+    ax = _ax(ax)
+    xs_all = list(dict.fromkeys(r[x] for r in rows))
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                  for v in xs_all)
+    pos = {v: float(v) for v in xs_all} if numeric else {v: float(i) for i, v in enumerate(xs_all)}
+    groups = list(dict.fromkeys(r.get(group) for r in rows)) if group else [None]
+    vals = defaultdict(list)
+    for r in rows:
+        vals[(r["method"], r.get(group) if group else None, r[x])].append(float(r["value"]))
+    for m in _methods({k[0] for k in vals}):
+        st = method_style(m)
+        for gi, g in enumerate(groups):
+            pts = sorted(((pos[xv], v) for (mm, gg, xv), v in vals.items() if mm == m and gg == g),
+                         key=lambda t: t[0])
+            if not pts:
+                continue
+            label = st["label"] + (f", {g}" if group else "")
+            ls = st["linestyle"] if not group else _GROUP_LINESTYLES[gi % len(_GROUP_LINESTYLES)]
+            mk = st["marker"] if not group else _GROUP_MARKERS[gi % len(_GROUP_MARKERS)]
+            ax.errorbar([p for p, _ in pts], [_mean(v) for _, v in pts],
+                        yerr=[_err(v, err) for _, v in pts], color=st["color"], marker=mk,
+                        linestyle=ls, capsize=2, markersize=3.5, linewidth=1.2, label=label)
+    ax.set_xticks(sorted(pos.values()))
+    ax.set_xticklabels([str(v) for v in sorted(pos, key=pos.get)])
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or MEASURE_LABELS.get(measure, measure))
+    ax.grid(axis="y", linewidth=0.4, alpha=0.5)
+    if legend:
+        ax.legend(frameon=False)
+    return ax

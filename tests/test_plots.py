@@ -1,0 +1,236 @@
+"""Tests for alviz.plots: each figure function on tiny hand-made records, checked through the
+artists it draws (data of lines and error bars, legend texts, tick labels, scales), not images."""
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+
+from alviz import plots as P  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+LAYERS = {"al": [("block1", "encoder", 1), ("block2", "encoder", 2), ("bridge2", "bridge", 3)],
+          "bp": [("block1", "encoder", 1), ("block2", "encoder", 2), ("head1", "head", 3)]}
+
+
+def records(measure="ratio", values=None):
+    """Two seeds per method; value = base + seed*2 so the mean is base + 1 and s.d. sqrt(2)."""
+    rows = []
+    for m, layers in LAYERS.items():
+        for layer, role, depth in layers:
+            for seed in (0, 1):
+                base = depth + (0.5 if m == "al" else 0.0)
+                v = values[(m, depth, seed)] if values else base + 2 * seed
+                rows.append({"run": f"{m}-seed{seed}", "method": m, "seed": seed, "layer": layer, "role": role,
+                             "depth": depth, "measure": measure, "value": v})
+    return rows
+
+
+def errorbar_segments(container):
+    """(x, y_low, y_high) of the vertical error bars of an ErrorbarContainer."""
+    (bars,) = container.lines[2]
+    return [(seg[0][0], seg[0][1], seg[1][1]) for seg in bars.get_segments()]
+
+
+# ------------------------------------------------------------------------- measure_by_layer
+def test_measure_by_layer_means_and_std_error_bars():
+    ax = P.measure_by_layer(records(), "ratio")
+    assert len(ax.containers) == 2  # one errorbar container per method
+    by_label = {c.get_label(): c for c in ax.containers}
+    al = by_label["AL (n=2)"]
+    line = al.lines[0]
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), float), [1, 2, 3])
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), [2.5, 3.5, 4.5])  # base + 1
+    for x, lo, hi in errorbar_segments(al):
+        mean = x + 1.5
+        assert lo == pytest.approx(mean - math.sqrt(2)) and hi == pytest.approx(mean + math.sqrt(2))
+    # colour/marker/linestyle per method, AL solid, BP dashed
+    assert to_hex(line.get_color()) == P.METHOD_STYLE["al"]["color"]
+    bp_line = by_label["BP (n=2)"].lines[0]
+    assert bp_line.get_linestyle() == "--" and bp_line.get_marker() == "s"
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["block1", "block2", "bridge2\nhead1"]  # both methods' names where they differ
+    assert ax.get_yscale() == "linear"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["AL (n=2)", "BP (n=2)"]
+
+
+def test_measure_by_layer_ci_is_wider_than_std_and_reference_line():
+    ax_sd = P.measure_by_layer(records(), "ratio", err="std")
+    ax_ci = P.measure_by_layer(records(), "ratio", err="ci", reference=1.0)
+    sd = errorbar_segments(ax_sd.containers[0])[0]
+    ci = errorbar_segments(ax_ci.containers[0])[0]
+    # n = 2: half width t_{0.975,1} * s / sqrt(2) = 12.706 * sqrt(2) / sqrt(2)
+    assert ci[2] - ci[1] == pytest.approx(2 * 12.7062047, rel=1e-6)
+    assert sd[2] - sd[1] == pytest.approx(2 * math.sqrt(2))
+    assert any(list(l.get_ydata()) == [1.0, 1.0] for l in ax_ci.lines)  # the reference line
+
+
+def test_measure_by_layer_one_seed_no_error_bars_and_log_axis():
+    rows = [r for r in records("intra") if r["seed"] == 0]
+    ax = P.measure_by_layer(rows, "intra", logy=True)
+    assert ax.get_yscale() == "log"
+    assert {c.get_label() for c in ax.containers} == {"AL", "BP"}  # no (n=...) with one seed
+    assert all(c.lines[2] == () for c in ax.containers)  # no error bars drawn
+
+
+def test_measure_by_layer_compact_ticks_and_bad_input():
+    ax = P.measure_by_layer(records(), "ratio", compact=True)
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "bridge2/head1"
+    with pytest.raises(ValueError, match="no records with measure 'nc1'"):
+        P.measure_by_layer(records(), "nc1")
+    with pytest.raises(ValueError, match="missing"):
+        P.measure_by_layer([{"method": "al", "value": 1.0}], "ratio")
+    with pytest.raises(ValueError, match="err must be"):
+        P.measure_by_layer(records(), "ratio", err="sem")
+
+
+def test_distances_and_measures_grid_figures():
+    rows = records("intra") + records("inter") + records("ratio")
+    fig = P.distances_by_layer(rows)
+    axes = fig.get_axes()
+    assert len(axes) == 2 and all(a.get_yscale() == "log" for a in axes)
+    assert [a.get_title(loc="left") for a in axes] == ["(a) intra-class distance", "(b) inter-class distance"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["AL (n=2)", "BP (n=2)"]  # one, above
+    fig = P.measures_grid(rows, ["intra", "inter", "ratio", "nc1"], ncols=2)
+    visible = [a for a in fig.get_axes() if a.get_visible()]
+    assert len(visible) == 3  # nc1 has no records: left out
+    assert [a.get_title(loc="left") for a in visible] == ["intra-class distance", "inter-class distance",
+                                                         "inter / intra distance"]
+
+
+def test_dataframe_like_input_is_accepted():
+    class Frame:  # what pandas offers: to_dict("records")
+        def __init__(self, rows):
+            self.rows = rows
+
+        def to_dict(self, orient):
+            assert orient == "records"
+            return self.rows
+
+    ax = P.measure_by_layer(Frame(records()), "ratio")
+    assert len(ax.containers) == 2
+
+
+# ------------------------------------------------------------------------------- t-SNE grid
+def test_tsne_grid_panels_colours_and_missing_panel():
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    Y = np.arange(12, dtype=float).reshape(6, 2)
+    panels = {("AL", "1"): Y, ("AL", "2"): Y * 2, ("BP", "1"): Y + 1}
+    fig = P.tsne_grid(panels, labels, row_names=["AL", "BP"], col_names=["1", "2"],
+                      titles={("AL", "2"): "bridge2"}, class_names=["zero", "one", "two"])
+    axes = np.asarray(fig.get_axes()).reshape(2, 2)
+    scat = [c for c in axes[0, 0].collections if isinstance(c, PathCollection)]
+    assert len(scat) == 1
+    np.testing.assert_allclose(scat[0].get_offsets(), Y)
+    colors = [to_hex(c) for c in scat[0].get_facecolors()]
+    assert colors == [P.class_colors(3)[k] for k in labels]  # class c -> palette[c]
+    assert axes[0, 1].get_title() == "bridge2" and axes[0, 0].get_title() == "1"
+    assert axes[0, 0].get_ylabel() == "AL" and axes[1, 0].get_ylabel() == "BP"
+    assert [t.get_text() for t in axes[1, 1].texts] == ["n/a"]
+    assert axes[0, 0].get_xticks().size == 0
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["zero", "one", "two"]
+
+
+def test_tsne_grid_rejects_mismatched_panel():
+    with pytest.raises(ValueError, match="same points as labels"):
+        P.tsne_grid({("AL", "1"): np.zeros((5, 2))}, np.zeros(6, int), row_names=["AL"], col_names=["1"])
+
+
+def test_class_colors():
+    assert P.class_colors(10) == P.PALETTE
+    many = P.class_colors(12)
+    assert len(many) == 12 and len(set(many)) == 12
+    with pytest.raises(ValueError):
+        P.class_colors(-1)
+
+
+# -------------------------------------------------------------------------------- training
+def history(acc, exits=None, L=2, losses=True):
+    rows = []
+    for e, a in enumerate(acc, start=1):
+        row = {"epoch": e, "test_acc": a, "train_acc": a}
+        if losses:
+            for k in range(1, L + 1):
+                row[f"loss_assoc{k}"] = 0.1 / e / k
+                row[f"loss_ae{k}"] = 0.2 / e / k
+        if exits:
+            for k, v in enumerate(exits[e - 1], start=1):
+                row[f"test_acc_exit{k}"] = v
+        rows.append(row)
+    return rows
+
+
+def test_training_curves_mean_and_band():
+    hs = [{"method": "al", "seed": 0, "history": history([0.5, 0.7, 0.9])},
+          {"method": "al", "seed": 1, "history": history([0.3, 0.5, 0.7])},
+          {"method": "bp", "seed": 0, "history": history([0.6, 0.8, 0.85], losses=False)}]
+    ax = P.training_curves(hs)
+    lines = {l.get_label(): l for l in ax.lines}
+    al = lines["AL (n=2, band: min–max)"]
+    np.testing.assert_allclose(np.asarray(al.get_ydata(), float), [0.4, 0.6, 0.8])
+    np.testing.assert_allclose(np.asarray(lines["BP"].get_ydata(), float), [0.6, 0.8, 0.85])
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1  # only AL has several seeds
+    assert ax.get_xlabel() == "epoch"
+
+
+def test_al_losses_one_line_per_component_loss():
+    hs = [{"method": "al", "seed": 0, "history": history([0.5, 0.7], L=3)},
+          {"method": "bp", "seed": 0, "history": history([0.5, 0.7], losses=False)}]
+    ax = P.al_losses(hs)
+    labels = sorted(l.get_label() for l in ax.lines)
+    assert labels == ["AE 1", "AE 2", "AE 3", "assoc 1", "assoc 2", "assoc 3"]
+    assert ax.get_yscale() == "log"
+    assoc2 = next(l for l in ax.lines if l.get_label() == "assoc 2")
+    np.testing.assert_allclose(np.asarray(assoc2.get_ydata(), float), [0.05, 0.025])
+    with pytest.raises(ValueError, match="no AL history"):
+        P.al_losses([hs[1]])
+
+
+def test_exit_accuracy_per_depth_and_bp_reference():
+    hs = [{"method": "al", "seed": 0, "history": history([0.5], exits=[[0.80, 0.90]])},
+          {"method": "al", "seed": 1, "history": history([0.5], exits=[[0.84, 0.92]])},
+          {"method": "bp", "seed": 0, "history": history([0.88], losses=False), "depth": 2}]
+    ax = P.exit_accuracy(hs)
+    by_label = {c.get_label(): c for c in ax.containers}
+    al = by_label["AL, exit at depth k"].lines[0]
+    np.testing.assert_allclose(np.asarray(al.get_xdata(), float), [1, 2])
+    np.testing.assert_allclose(np.asarray(al.get_ydata(), float), [0.82, 0.91])
+    bp = by_label["BP (full depth)"].lines[0]
+    assert list(bp.get_xdata()) == [2] and list(bp.get_ydata()) == [0.88]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+
+
+# ----------------------------------------------------------------------------------- study
+def test_study_numeric_and_categorical_x_with_groups():
+    recs = []
+    for depth in (2, 4, 8):
+        for act in ("relu", "sigmoid"):
+            for m in ("al", "bp"):
+                drop = 0.4 if (m == "bp" and act == "sigmoid" and depth == 8) else 0.0
+                recs.append({"method": m, "depth": depth, "activation": act, "seed": 0,
+                             "measure": "test_acc", "value": 0.95 - drop})
+    ax = P.study(recs, x="depth", group="activation", measure="test_acc")
+    labels = sorted(c.get_label() for c in ax.containers)
+    assert labels == ["AL, relu", "AL, sigmoid", "BP, relu", "BP, sigmoid"]
+    bp_sig = next(c for c in ax.containers if c.get_label() == "BP, sigmoid").lines[0]
+    np.testing.assert_allclose(np.asarray(bp_sig.get_xdata(), float), [2, 4, 8])  # numeric axis: real depths
+    np.testing.assert_allclose(np.asarray(bp_sig.get_ydata(), float), [0.95, 0.95, 0.55])
+    assert bp_sig.get_linestyle() != next(c for c in ax.containers if c.get_label() == "BP, relu").lines[0].get_linestyle()
+    ax2 = P.study([r for r in recs if r["depth"] == 2], x="activation", measure="test_acc")
+    assert [t.get_text() for t in ax2.get_xticklabels()] == ["relu", "sigmoid"]  # categories
+    with pytest.raises(ValueError, match="no records with measure 'ratio'"):
+        P.study(recs, x="depth", measure="ratio")
