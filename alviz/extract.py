@@ -16,9 +16,9 @@ What this is:
 
 - ``extract_run(run_dir, ...)``: streams every requested layer of a trained run, over a seeded
   stratified sample of one split, into ``RUN/activations/<dataset-slug>-<split>/<layer>.npy``
-  (preallocated with ``numpy.lib.format.open_memmap``), with ``labels.npy``, ``ids.npy`` and a
-  ``manifest.json``. ``load_activations(folder)`` reads such a set back, validated, as read-only
-  memmaps.
+  (preallocated with ``numpy.lib.format.open_memmap``, filled batch by batch, so memory stays
+  flat however many samples), with ``labels.npy``, ``ids.npy`` and a ``manifest.json``.
+  ``load_activations(folder)`` reads such a set back, validated, as read-only memmaps.
 
 What this is not: no separability measures, no t-SNE, no plots, no training; it never changes a
 model's weights and reads no pickle.
@@ -43,6 +43,28 @@ do not call ``model.exits(x)``, which would run each decoder once per exit (a ho
 output of a module's *last* call, which in ``exits`` is also the inference path, but it costs
 L times the decoder work).
 
+Streaming: each batch's copies go to a writer thread that writes the rows at their offsets in
+files preallocated with ``open_memmap`` while the next batch is computed (on a GPU the copies
+are asynchronous and the writer waits for them, so the GPU is not stopped between batches). The
+queue holds a few batches, so memory stays flat however many samples; nothing accumulates in
+lists. The set is written into a temporary folder and renamed into place when complete, with
+``manifest.json`` written last, so a crash never leaves a set that looks complete.
+
+Reuse: a folder is reused when its manifest holds the same ``SETTING_KEYS`` (format, sha256 of
+model.safetensors, data set (npz: absolute path and sha256 of the file), split, test_fraction,
+max_samples as asked, sample seed, dtype, pool) and at least the requested layers, and it passes
+``load_activations``; otherwise (a stale or invalid set, or ``force``) it is extracted again and
+replaced. A folder there without a manifest is not ours: it is an error unless ``force``.
+
+``manifest.json`` (format ``alviz-activations/1``): the ``SETTING_KEYS`` above, ``n_samples``,
+``sampling``, ``labels_file``, ``ids_file`` (file names in the folder), ``layers`` (a list, in
+catalogue order, of ``{name, role, position, on_path, match, file, shape: [N, D],
+output_shape: per-sample shape before pooling}``), ``dataset_name`` (as given), ``num_classes``,
+``class_names``, ``method``, ``arch``, ``seed``, ``epoch``, ``checkpoint``, ``batch_size``,
+``device``, ``seconds``, ``alviz_version``, ``torch_version``, ``created``. ``load_activations``
+refuses file names that leave the folder (absolute, ``..``, sub-folders, links out) and checks
+every shape and dtype against the .npy headers.
+
 Pooling of convolutional maps (``pool``): ``gap`` (default) averages each channel of a 4-D map
 over its spatial positions, one value per channel. It keeps files small (CNN block 1 on MNIST:
 32 values instead of 25,088 per sample) and makes layers of different spatial size comparable in
@@ -55,11 +77,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import mmap
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +108,6 @@ SAMPLE_SEED = 0  # sample selection never depends on the run: every run of an ex
 # settings that decide whether an existing activation set can be reused
 SETTING_KEYS = ("format", "checkpoint_sha256", "dataset", "data_sha256", "split", "test_fraction",
                 "max_samples", "sample_seed", "dtype", "pool")
-_RELEASE_BYTES = 16 << 20  # drop written memmap pages from the process every this many bytes
 
 
 # --------------------------------------------------------------------------- layer catalogue
@@ -293,36 +315,33 @@ def _batches(x: torch.Tensor, idx: np.ndarray, batch_size: int) -> Iterator[torc
 # --------------------------------------------------------------------------- writing
 
 class _NpyWriter:
-    """One preallocated .npy memmap filled batch by batch. Written pages are handed back to the
-    kernel every `_RELEASE_BYTES` (madvise DONTNEED on the shared file mapping: the data stays in
-    the page cache and reaches the file; it just stops counting in this process's resident set),
-    so the process's memory stays flat however many samples are written."""
+    """One .npy file, preallocated with `open_memmap` (header and full size), filled batch by
+    batch. Rows are written at their offsets with plain file writes rather than through the
+    mapping: stores into a fresh shared mapping fault in every page (about 4x slower per MB
+    here) and keep every written page in the process's resident set, so memory would grow with
+    the number of samples; file writes go to the page cache and the process stays flat."""
 
     def __init__(self, path: Path, n: int, row_shape: tuple, dtype: np.dtype):
         self.path = path
-        self.mm = open_memmap(path, mode="w+", dtype=dtype, shape=(n,) + tuple(row_shape))
-        self.mm_shape = tuple(row_shape)
-        self.pending = 0
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        mm = open_memmap(path, mode="w+", dtype=self.dtype, shape=(n,) + self.row_shape)
+        self.offset = int(mm.offset)
+        del mm
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
+        self.fh = open(path, "r+b", buffering=0)
 
     def write(self, start: int, arr: np.ndarray) -> None:
-        self.mm[start:start + len(arr)] = arr
-        self.pending += arr.nbytes
-        if self.pending >= _RELEASE_BYTES:
-            self.release()
-
-    def release(self) -> None:
-        self.pending = 0
-        mm = getattr(self.mm, "_mmap", None)
-        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                mm.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):
-                pass
+        if arr.dtype != self.dtype or arr.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path.name}: rows of {arr.dtype} {arr.shape[1:]}, expected "
+                             f"{self.dtype} {self.row_shape}")
+        buf = memoryview(np.ascontiguousarray(arr)).cast("B")
+        self.fh.seek(self.offset + start * self.row_bytes)
+        while len(buf):
+            buf = buf[self.fh.write(buf):]
 
     def close(self) -> None:
-        self.mm.flush()
-        self.release()
-        del self.mm
+        self.fh.close()
 
 
 def _fsync(path: Path) -> None:
@@ -338,40 +357,93 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+class _Drain:
+    """A background thread that writes batches to their files while the next batch is computed.
+
+    Items are `(event, start, [(writer, tensor), ...])`; on a GPU the thread first waits for
+    `event` (recorded after the forward pass, so the asynchronous copies are done) instead of the
+    main thread stopping the GPU every batch. The queue is bounded: memory stays a few batches. A
+    write error is raised in the main thread at the next `put` or at `close`."""
+
+    def __init__(self, maxsize: int = 3):
+        self.q: queue.Queue = queue.Queue(maxsize)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="alviz-extract-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so that put() never blocks for ever
+            event, start, parts = item
+            try:
+                if event is not None:
+                    event.synchronize()
+                for writer, t in parts:
+                    writer.write(start, t.numpy())
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                self.error = e
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
 def extract_arrays(model: nn.Module, x: torch.Tensor, idx: np.ndarray, names: list[str], folder: Path, *,
                    pool: str = "gap", dtype: str = "float32", batch_size: int = 256,
                    device: torch.device | str = "cpu") -> dict[str, tuple]:
     """The inner loop: run `model` over x[idx] in batches and stream each layer of `names` into
-    `folder/<name>.npy` (created). Returns name -> row shape stored."""
+    `folder/<name>.npy` (created). Returns name -> row shape stored.
+
+    The hooks hand each batch's CPU copies to a writer thread (`_Drain`), so the file writes of
+    batch i overlap the forward pass of batch i+1; on a GPU the copies are asynchronous and the
+    writer waits for them, so the GPU is never stopped between batches."""
     dev = torch.device(device)
     np_dtype = np.dtype(dtype)
     t_dtype = getattr(torch, dtype)
     cuda = dev.type == "cuda"
     writers: dict[str, _NpyWriter] = {}
     pos = 0
+    drain = _Drain()
+    ok = False
     try:
         with torch.no_grad(), capture(model, names, pool=pool, dtype=t_dtype, non_blocking=cuda) as acts:
             for xb in _batches(x, idx, batch_size):
                 acts.clear()
                 model(xb.to(dev, non_blocking=cuda))
+                event = None
                 if cuda:
-                    torch.cuda.synchronize(dev)
+                    event = torch.cuda.Event()
+                    event.record()
+                parts = []
                 for name in names:
                     a = acts.get(name)
                     if a is None:
                         raise RuntimeError(f"layer {name!r} was not computed by the forward pass")
-                    arr = a.numpy()
                     w = writers.get(name)
                     if w is None:
-                        w = writers[name] = _NpyWriter(folder / f"{name}.npy", len(idx), arr.shape[1:], np_dtype)
-                    w.write(pos, arr)
+                        w = writers[name] = _NpyWriter(folder / f"{name}.npy", len(idx), tuple(a.shape[1:]), np_dtype)
+                    parts.append((w, a))
+                drain.put((event, pos, parts))
                 pos += len(xb)
+        ok = True
     finally:
+        drain.close(raise_error=ok)
         for w in writers.values():
             w.close()
     if pos != len(idx):
         raise RuntimeError(f"wrote {pos} rows of {len(idx)}")
-    return {n: tuple(writers[n].mm_shape) for n in names}
+    return {n: writers[n].row_shape for n in names}
 
 
 # --------------------------------------------------------------------------- run -> activation set
@@ -549,6 +621,8 @@ def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples
         raise UserError(f"{name} has labels up to {data.num_classes - 1} but the model knows {n_cls} classes "
                         f"(0..{n_cls - 1})")
     x, y, ids = data.split(split)
+    if len(y) == 0:
+        raise UserError(f"the {split} split of {name} holds no samples; choose another --split")
     y_np = y.numpy()
     idx = select_samples(y_np, max_samples, log, f"the {split} split of {name}")
     described = {r["name"]: r for r in describe_layers(run.model, run.meta["input_shape"])}

@@ -288,14 +288,18 @@ def test_batch_sizes_7_and_64_give_the_same_arrays(fresh):
         np.testing.assert_allclose(a[k], arr, rtol=1e-6, atol=1e-6, err_msg=k)
 
 
-def test_page_release_keeps_data(fresh, monkeypatch):
-    run = fresh("bp")
-    ref = X.load_activations(X.extract_run(run, log=Log()))
-    ref = {k: np.array(v) for k, v in ref.layers.items()}
-    monkeypatch.setattr(X, "_RELEASE_BYTES", 1)  # drop pages after every batch
-    got = X.load_activations(X.extract_run(run, force=True, batch_size=10, log=Log()))
-    for k, arr in got.layers.items():
-        np.testing.assert_allclose(arr, ref[k], rtol=1e-6, atol=1e-6)
+def test_writer_puts_rows_at_their_offsets(tmp_path):
+    rows = np.arange(7 * 3, dtype=np.float16).reshape(7, 3)
+    w = X._NpyWriter(tmp_path / "a.npy", 7, (3,), np.float16)
+    for start in (5, 0, 2):  # any order, uneven chunks
+        stop = {5: 7, 0: 2, 2: 5}[start]
+        w.write(start, rows[start:stop])
+    w.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy", allow_pickle=False), rows)
+    w = X._NpyWriter(tmp_path / "b.npy", 2, (3,), np.float32)
+    with pytest.raises(ValueError, match="expected float32"):
+        w.write(0, rows[:2])
+    w.close()
 
 
 def test_float16(fresh):
@@ -466,6 +470,8 @@ def test_crash_leaves_no_half_written_set(fresh, monkeypatch):
     with pytest.raises(RuntimeError, match="disk on fire"):
         X.extract_run(run, max_samples=30, batch_size=5, log=Log())
     assert list((run / "activations").iterdir()) == []
+    import threading
+    assert not [t for t in threading.enumerate() if t.name == "alviz-extract-writer"]  # writer thread joined
 
 
 def test_leftover_temp_folder_of_a_dead_process_is_cleaned(fresh):
