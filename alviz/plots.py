@@ -371,7 +371,8 @@ def tsne_grid(panels, labels, *, row_names: Sequence[str], col_names: Sequence[s
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_aspect("equal", adjustable="datalim")
-            for s in ax.spines.values():
+            for s in ax.spines.values():  # a full thin frame, whatever the style's spines
+                s.set_visible(True)
                 s.set_linewidth(0.5)
                 s.set_color("#999999")
             Y = panels.get((r, c)) if isinstance(panels, Mapping) else None

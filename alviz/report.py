@@ -46,9 +46,9 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,7 +80,7 @@ DEFAULT_ROOT = Path("checkpoints")
 CSV_COLUMNS = ["experiment", "run", "method", "seed", "layer", "role", "depth", "on_path", "match",
                "measure", "stat", "value"]
 COMPARE_COLUMNS = ["method_a", "method_b", "match", "layer_a", "layer_b", "depth", "measure",
-                   "a", "b", "diff", "better", "n_a", "n_b"]
+                   "a", "b", "diff", "better", "scale_free", "n_a", "n_b"]
 STATS = ("mean", "std", "n", "ci_low", "ci_high")
 #: figure file stems and what they show
 FIGURES = {
@@ -355,6 +355,14 @@ class _Acts:
         r_dir = extract_run(info.path, split="train", max_samples=cap, device=opts.device, log=log)
         self.test = load_activations(t_dir)
         self.train = load_activations(r_dir)
+        for split, sets in (("test", self.test), ("train", self.train)):
+            for name, a in sets.layers.items():
+                step = max(1, (16 << 20) // max(a[:1].nbytes, 1))
+                if not all(np.isfinite(a[s:s + step]).all() for s in range(0, len(a), step)):
+                    raise UserError(f"{info.path}: layer {name} has NaN or inf activations on the {split} split "
+                                    "(are its weights finite? --on-nan continue keeps a diverged run); alviz "
+                                    "measures finite activations only: analyse the other runs, or retrain this "
+                                    "one with a lower --lr")
 
     def layer(self, which, name) -> np.ndarray:
         a = getattr(self, which).layers[name]
@@ -443,99 +451,151 @@ def _blas_share(active: bool):
         return
     from threadpoolctl import threadpool_limits
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 2
-    with threadpool_limits(limits=max(1, cores // 2), user_api="blas"):
+    with threadpool_limits(limits=max(1, _cores() // 2), user_api="blas"):
         yield
 
 
-def _tsne_panels(infos: list[RunInfo], acts: dict[str, _Acts], opts: Options, cache: Path, log):
-    """Embeddings for the grid: rows = methods (the lowest seed present), columns = positions on
-    the inference path. Returns None or dict with panels, labels, ids, rows, cols, titles."""
-    from .embed import procrustes_align, stratified_sample, tsne
+class _TsneJob:
+    """The t-SNE grid of one experiment: rows = methods (the lowest seed present), columns =
+    positions on the inference path, the same stratified held-out samples in every panel.
 
-    by_method: dict[str, RunInfo] = {}
-    for info in sorted(infos, key=lambda i: (_method_order(i.method), i.seed)):
-        by_method.setdefault(info.method, info)
-    if not by_method:
-        return None
-    grid_runs = [by_method[m] for m in sorted(by_method, key=_method_order)]
-    # the same samples in every panel: ids common to every run of the grid
-    common = None
-    for info in grid_runs:
-        ids = set(acts[info.name].test.ids.tolist())
-        common = ids if common is None else common & ids
-    ref = acts[grid_runs[0].name].test
-    keep = np.flatnonzero(np.isin(ref.ids, np.fromiter(common, dtype=np.int64)))
-    if len(keep) < 4:
-        log("t-SNE skipped: fewer than 4 held-out samples shared by the runs")
-        return None
-    pick = keep[stratified_sample(ref.labels[keep], opts.tsne_samples, seed=opts.seed)]
-    ids = ref.ids[pick]
-    labels = ref.labels[pick]
-    positions: dict[float, dict[str, str]] = defaultdict(dict)
-    for info in grid_runs:
-        for e in acts[info.name].test.manifest["layers"]:
-            if e.get("on_path", True) and e.get("position") is not None:
-                positions[float(e["position"])][info.method] = e["name"]
-    cols = sorted(positions)
-    perp = min(opts.perplexity, (len(pick) - 1) / 3.0)
-    raw: dict[tuple, np.ndarray] = {}
-    titles: dict[tuple, str] = {}
-    tcache = cache / "tsne"
-    tcache.mkdir(parents=True, exist_ok=True)
-    computed, hits, t0 = 0, 0, time.perf_counter()
-    for info in grid_runs:
-        a = acts[info.name].test
-        row_of = {int(i): r for r, i in enumerate(a.ids.tolist())}
-        rows_idx = np.asarray([row_of[int(i)] for i in ids])
-        for pos in cols:
-            name = positions[pos].get(info.method)
-            if name is None:
-                continue
-            Z = np.asarray(acts[info.name].layer("test", name)[rows_idx], dtype=np.float32)
-            settings = {"v": _CACHE_VERSION, "perplexity": perp, "seed": opts.seed, "n_iter": _TSNE_ITER,
-                        "pca": _TSNE_PCA}
-            key = _hash_arrays(settings, Z)
-            prefix = f"{_slug(info.name)}-{_slug(name)}-"
-            path = tcache / f"{prefix}{key}.npy"
-            Y = None
-            if path.is_file():
-                try:
-                    Y = np.load(path, allow_pickle=False)
-                    if Y.shape != (len(Z), 2):
+    Construction plans the panels and takes the cached ones; ``work()`` computes the rest and may
+    run in several threads at once (each takes the next panel); ``result()`` aligns the panels
+    and returns a dict (panels, labels, ids, rows, cols, titles, ...) or None."""
+
+    def __init__(self, infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
+        from .embed import stratified_sample
+
+        self.opts, self.log = opts, log
+        self.lock = threading.Lock()
+        self.raw: dict[tuple, np.ndarray] = {}
+        self.titles: dict[tuple, str] = {}
+        self.todo: list[tuple] = []
+        self.computed = self.hits = 0
+        self.error: BaseException | None = None
+        self.t0 = time.perf_counter()
+        self.plan = None
+        by_method: dict[str, RunInfo] = {}
+        for info in sorted(infos, key=lambda i: (_method_order(i.method), i.seed)):
+            by_method.setdefault(info.method, info)
+        grid_runs = [by_method[m] for m in sorted(by_method, key=_method_order)]
+        if not grid_runs:
+            return
+        common = None  # the same samples in every panel: ids common to every run of the grid
+        for info in grid_runs:
+            ids = set(acts[info.name].test.ids.tolist())
+            common = ids if common is None else common & ids
+        ref = acts[grid_runs[0].name].test
+        keep = np.flatnonzero(np.isin(ref.ids, np.fromiter(common, dtype=np.int64)))
+        if len(keep) < 4:
+            log("t-SNE skipped: fewer than 4 held-out samples shared by the runs")
+            return
+        pick = keep[stratified_sample(ref.labels[keep], opts.tsne_samples, seed=opts.seed)]
+        ids, labels = ref.ids[pick], ref.labels[pick]
+        positions: dict[float, dict[str, str]] = defaultdict(dict)
+        for info in grid_runs:
+            for e in acts[info.name].test.manifest["layers"]:
+                if e.get("on_path", True) and e.get("position") is not None:
+                    positions[float(e["position"])][info.method] = e["name"]
+        cols = sorted(positions)
+        self.perp = min(opts.perplexity, (len(pick) - 1) / 3.0)
+        tcache = cache / "tsne"
+        tcache.mkdir(parents=True, exist_ok=True)
+        self.tcache = tcache
+        settings = {"v": _CACHE_VERSION, "perplexity": self.perp, "seed": opts.seed, "n_iter": _TSNE_ITER,
+                    "pca": _TSNE_PCA}
+        for info in grid_runs:
+            a = acts[info.name].test
+            row_of = {int(i): r for r, i in enumerate(a.ids.tolist())}
+            rows_idx = np.asarray([row_of[int(i)] for i in ids])
+            for pos in cols:
+                name = positions[pos].get(info.method)
+                if name is None:
+                    continue
+                Z = np.asarray(acts[info.name].layer("test", name)[rows_idx], dtype=np.float32)
+                prefix = f"{_slug(info.name)}-{_slug(name)}-"
+                path = tcache / f"{prefix}{_hash_arrays(settings, Z)}.npy"
+                k = (info.method, pos)
+                self.titles[k] = name
+                Y = None
+                if path.is_file():
+                    try:
+                        Y = np.load(path, allow_pickle=False)
+                        Y = Y if Y.shape == (len(Z), 2) else None
+                    except (ValueError, OSError, EOFError):
                         Y = None
-                    else:
-                        hits += 1
-                except (ValueError, OSError, EOFError):
-                    Y = None
-            if Y is None:
-                t = time.perf_counter()
-                Y = tsne(Z, perplexity=perp, seed=opts.seed, n_jobs=opts.tsne_jobs, n_iter=_TSNE_ITER,
-                         pca_dims=_TSNE_PCA)
+                if Y is None:
+                    self.todo.append((k, Z, path, prefix, f"{info.name}/{name}"))
+                else:
+                    self.raw[k] = Y
+                    self.hits += 1
+        self.todo.reverse()  # pop() takes them in grid order
+        self.plan = {"labels": labels, "ids": ids, "cols": cols, "rows": [i.method for i in grid_runs],
+                     "runs": {i.method: i.name for i in grid_runs}, "n": int(len(pick))}
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.todo.clear()
+
+    def work(self) -> None:
+        try:
+            self._work()
+        except BaseException as e:  # re-raised by result(), in the caller's thread
+            with self.lock:
+                self.error = self.error or e
+                self.todo.clear()
+
+    def _work(self) -> None:
+        from .embed import tsne
+
+        while True:
+            with self.lock:
+                if not self.todo:
+                    return
+                k, Z, path, prefix, what = self.todo.pop()
+            t = time.perf_counter()
+            Y = tsne(Z, perplexity=self.perp, seed=self.opts.seed, n_jobs=self.opts.tsne_jobs,
+                     n_iter=_TSNE_ITER, pca_dims=_TSNE_PCA)
+            with self.lock:
                 _save_npy_atomic(path, Y)
-                _prune(tcache, prefix, path.name)
-                computed += 1
-                log(f"t-SNE {info.name}/{name}: {len(Z)} points in {time.perf_counter() - t:.1f}s")
-            raw[(info.method, pos)] = Y
-            titles[(info.method, pos)] = name
-    if not raw:
-        return None
-    # reference: the first row's last column (the deepest layer); every panel is rotated,
-    # reflected and uniformly scaled onto it (t-SNE is invariant to all three)
-    ref_key = next((grid_runs[0].method, p) for p in reversed(cols) if (grid_runs[0].method, p) in raw)
-    refY = raw[ref_key]
-    panels = {k: procrustes_align(Y, refY, scale=True) for k, Y in raw.items()}
-    log(f"t-SNE: {len(raw)} panels of {len(pick)} points ({computed} computed, {hits} from cache) "
-        f"in {time.perf_counter() - t0:.1f}s")
-    return {
-        "panels": panels, "labels": labels, "ids": ids, "cols": cols,
-        "rows": [i.method for i in grid_runs], "titles": titles,
-        "runs": {i.method: i.name for i in grid_runs}, "reference": ref_key,
-        "perplexity": perp, "n": int(len(pick)),
-    }
+                _prune(self.tcache, prefix, path.name)
+                self.raw[k] = Y
+                self.computed += 1
+            self.log(f"t-SNE {what}: {len(Z)} points in {time.perf_counter() - t:.1f}s")
+
+    def result(self):
+        from .embed import procrustes_align
+
+        if self.error is not None:
+            raise self.error
+        if self.plan is None or not self.raw:
+            return None
+        missing = [k for k in self.titles if k not in self.raw]
+        if missing:
+            raise RuntimeError(f"t-SNE panels {missing} were not computed")
+        first, cols = self.plan["rows"][0], self.plan["cols"]
+        # reference: the first row's last column (the deepest layer); every panel is rotated,
+        # reflected and uniformly scaled onto it (t-SNE is invariant to all three)
+        ref_key = next((first, p) for p in reversed(cols) if (first, p) in self.raw)
+        panels = {k: procrustes_align(Y, self.raw[ref_key], scale=True) for k, Y in self.raw.items()}
+        self.log(f"t-SNE: {len(panels)} panels of {self.plan['n']} points ({self.computed} computed, "
+                 f"{self.hits} from cache) in {time.perf_counter() - self.t0:.1f}s")
+        return {**self.plan, "panels": panels, "titles": self.titles, "reference": ref_key,
+                "perplexity": self.perp}
+
+
+def _tsne_panels(infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
+    """The t-SNE grid computed in the calling thread (see ``_TsneJob``)."""
+    job = _TsneJob(infos, acts, opts, cache, log)
+    job.work()
+    return job.result()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 2
 
 
 def _thumbnails(info: RunInfo, ids: np.ndarray, log):
@@ -1012,24 +1072,32 @@ def _analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: 
     for info in infos:
         acts[info.name] = _Acts(info, opts, log)
     t_extract = time.perf_counter() - t
-    # t-SNE (openTSNE, one thread, GIL released) runs beside the measures: two cores, both busy
+    # t-SNE panels (openTSNE releases the GIL) run in worker threads beside the measures, on
+    # half the cores; when the measures are done this thread takes the remaining panels too
     t = time.perf_counter()
-    timed: dict[str, float] = {}
-
-    def tsne_job():
-        t1 = time.perf_counter()
+    job = _TsneJob(infos, acts, opts, cache, log) if opts.tsne else None
+    n_workers = 0
+    if job is not None and job.todo:
+        n_workers = 1 if opts.tsne_jobs != 1 else max(1, min(_cores() // 2, len(job.todo)))
+    workers = [threading.Thread(target=job.work, daemon=True) for _ in range(n_workers)]
+    with _blas_share(bool(workers)):
+        for w in workers:
+            w.start()
         try:
-            return _tsne_panels(infos, acts, opts, cache, log)
+            for info in infos:
+                rows += _measure_run(info, acts[info.name], opts, cache, log)
+            t_metrics = time.perf_counter() - t
+            if job is not None and opts.tsne_jobs == 1:
+                job.work()
+        except BaseException:
+            if job is not None:
+                job.cancel()  # the workers stop after their current panel
+            raise
         finally:
-            timed["tsne"] = time.perf_counter() - t1
-
-    with ThreadPoolExecutor(max_workers=1) as pool, _blas_share(opts.tsne):
-        fut = pool.submit(tsne_job) if opts.tsne else None
-        for info in infos:
-            rows += _measure_run(info, acts[info.name], opts, cache, log)
-        t_metrics = time.perf_counter() - t
-        tsne_data = fut.result() if fut is not None else None
-    t_tsne = timed.get("tsne", 0.0)
+            for w in workers:
+                w.join()
+    tsne_data = job.result() if job is not None else None
+    t_tsne = time.perf_counter() - t
     summary = aggregate(rows)
     manifest = acts[infos[0].name].test.manifest
     n_classes = int(manifest.get("num_classes") or (int(acts[infos[0].name].test.labels.max()) + 1))
@@ -1112,12 +1180,12 @@ def _analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: 
         "tsne": None if tsne_data is None else {
             "n": tsne_data["n"], "perplexity": tsne_data["perplexity"], "ids": tsne_data["ids"].tolist(),
             "runs": tsne_data["runs"], "reference": [tsne_data["reference"][0], tsne_data["reference"][1]]},
-        "timing_s": {"extract": round(t_extract, 2), "metrics": round(t_metrics, 2),
-                     "tsne": round(t_tsne, 2), "figures": round(t_figs, 2)},
+        "timing_s": {"extract": round(t_extract, 2), "measures": round(t_metrics, 2),
+                     "measures_and_tsne": round(t_tsne, 2), "figures": round(t_figs, 2)},
     }
     _write_report(folder, doc, rows_all, payload)
-    log(f"{name}: extract {t_extract:.1f}s, measures {t_metrics:.1f}s and t-SNE {t_tsne:.1f}s "
-        f"(side by side), figures {t_figs:.1f}s")
+    log(f"{name}: extract {t_extract:.1f}s, measures {t_metrics:.1f}s, measures and t-SNE "
+        f"{t_tsne:.1f}s, figures {t_figs:.1f}s")
     return ExperimentResult(name, folder, infos, rows, summary, cfg, time.perf_counter() - t0)
 
 
@@ -1282,6 +1350,7 @@ def compare_rows(rows_a: list[dict], rows_b: list[dict], *, by_method: bool | No
                         "layer_a": ia[ka]["layer"], "layer_b": ib[kb]["layer"],
                         "depth": ia[ka].get("depth"), "measure": meas, "a": a, "b": b,
                         "diff": a - b, "better": better_side(meas, a, b),
+                        "scale_free": MEASURES[meas].scale_free if meas in MEASURES else None,
                         "n_a": len(va[ka]), "n_b": len(vb[kb])})
     return out
 
@@ -1297,14 +1366,18 @@ def format_compare_table(rows: list[dict], label_a: str = "A", label_b: str = "B
             layer = f"{r['method_a'].upper()} {r['layer_a']} / {r['method_b'].upper()} {r['layer_b']}"
         show = layer if layer != last else ""
         last = layer
+        star = "*" if r.get("scale_free") is False and r["better"] in ("A", "B") else ""
         body.append([show, r["measure"], _fmt(r["a"], 4), _fmt(r["b"], 4), _fmt(r["diff"], 4),
-                     r["better"]])
+                     r["better"] + star])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = [f"A = {label_a}", f"B = {label_b}",
              "  ".join(h.ljust(w) for h, w in zip(head, widths)),
              "  ".join("-" * w for w in widths)]
     for b in body:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(b, widths))))
+    if any(b[-1].endswith("*") for b in body):
+        lines.append("* in the units of each layer's activations: the direction holds only between layers of "
+                     "equal scale; compare the unit-free measures (ratio, ...) across methods")
     return "\n".join(lines)
 
 

@@ -272,6 +272,31 @@ def test_compare_rows_joins_on_match_and_averages_seeds():
     assert re.search(r"ratio\s+3\.0000\s+3\.5000\s+-0\.5000\s+B", table)
 
 
+def test_compare_table_flags_scale_dependent_measures():
+    rows = R.compare_rows([rec("al", "p1", "block1", "intra", 1.0), rec("al", "p1", "block1", "ratio", 2.0)],
+                          [rec("bp", "p1", "block1", "intra", 2.0), rec("bp", "p1", "block1", "ratio", 1.0)])
+    assert [(r["measure"], r["better"], r["scale_free"]) for r in rows] == [("intra", "A", False),
+                                                                          ("ratio", "A", True)]
+    table = R.format_compare_table(rows)
+    assert re.search(r"intra .* A\*$", table, re.M) and re.search(r"ratio .* A$", table, re.M)
+    assert "* in the units of each layer's activations" in table
+
+
+def test_thumbnails_are_the_samples_images():
+    from alviz.data import load_raw
+
+    raw = load_raw("digits")
+    ids = raw.ids_test[[3, 0, 7]]
+    info = R.RunInfo(path=Path("."), name="r", experiment="e", method="al", seed=0,
+                     config={"dataset": "digits", "data_dir": "data", "test_fraction": 0.2}, meta={})
+    th = R._thumbnails(info, ids, quiet)
+    assert th.shape == (3, 8, 8, 1) and th.dtype == np.uint8
+    expected = np.round(raw.x_test[[3, 0, 7], 0] / 16.0 * 255.0)  # digits: pixels 0..16
+    np.testing.assert_array_equal(th[..., 0], expected.astype(np.uint8))
+    info.config["dataset"] = "blobs"
+    assert R._thumbnails(info, np.array([0]), quiet) is None  # vectors: no images
+
+
 def test_compare_rows_by_method_when_sides_hold_both():
     a = [rec("al", "p1", "block1", "ratio", 2.0), rec("bp", "p1", "block1", "ratio", 1.0)]
     b = [rec("al", "p1", "block1", "ratio", 1.5), rec("bp", "p1", "block1", "ratio", 1.2)]
@@ -325,3 +350,15 @@ def test_bad_options(tmp_path, capsys):
                       (["--seed", "-1"], "seed must be a non-negative integer")]:
         assert main(["analyze", str(tmp_path), *args]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_error_in_a_tsne_worker_reaches_the_caller(exp, tmp_path, monkeypatch):
+    import alviz.embed
+
+    def boom(*a, **k):
+        raise FloatingPointError("boom in t-SNE")
+
+    monkeypatch.setattr(alviz.embed, "tsne", boom)
+    with pytest.raises(FloatingPointError, match="boom in t-SNE"):
+        R.analyze([exp / "al-seed0"], out=tmp_path / "rep", log=quiet, **TINY)
+    assert not (tmp_path / "rep" / "blobs-exp" / "report.html").exists()
