@@ -51,7 +51,7 @@ from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, run_name
 from .models import create_model, resolve_shape_defaults
 from .models.backbones import output_shapes
 from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, _epoch_seed, evaluate,
-                    lr_multiplier, resolve_device)
+                    lr_multiplier, make_optimizer, resolve_device)
 
 MODES = ("pipeline", "ddp")
 DEFAULT_TIMEOUT_S = 600.0
@@ -264,7 +264,8 @@ def _adam_state_tensors(opt: torch.optim.Optimizer, p: torch.Tensor, create: boo
     if not st:
         if not create:
             raise RuntimeError("a parameter has no optimiser state after an epoch of training")
-        st["step"] = torch.zeros((), dtype=torch.float32)
+        on_device = opt.defaults.get("fused") or opt.defaults.get("capturable")  # their step lives with p
+        st["step"] = torch.zeros((), dtype=torch.float32, device=p.device if on_device else "cpu")
         st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
     return [st["step"], st["exp_avg"], st["exp_avg_sq"]]
@@ -373,11 +374,12 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     fb, gh = _component_params(model, mine)
     groups = [{"params": fb, "lr": cfg.lr, "name": "f/b"}, {"params": gh, "lr": cfg.lr * cfg.lr_gh_factor, "name": "g/h"}]
     base_lrs = [g["lr"] for g in groups]
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(groups, cfg, device)  # alviz.train's Adam (fused on CUDA)
     full_opt = None
     if ctx.is_main:  # the whole model's optimiser, in alviz.train's layout: only ever written to disk
-        full_opt = torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_gh_factor), lr=cfg.lr,
-                                    weight_decay=cfg.weight_decay)
+        full_opt = make_optimizer(model.param_groups(cfg.lr, cfg.lr_gh_factor), cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as alviz.train
 
     try:
         if resumed:
@@ -435,14 +437,13 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             t0 = time.perf_counter()
             sends: deque = deque()
             pending = comm.irecv((units[0][1] - units[0][0], d_in + width + 1), torch.float32, rank - 1) if rank else None
-            xb_step = yb_step = None
+            xb_step = None
             for u, (lo, hi, last) in enumerate(units):
                 if rank == 0:
                     if augment:  # augment the whole mini-batch as alviz.train does, then cut it
                         if xb_step is None:
                             step_lo = lo
-                            step_hi = lo + min(cfg.batch_size, n - lo)
-                            xb_step = augment_batch(x_tr[perm[step_lo:step_hi]], aug_gen)
+                            xb_step = augment_batch(x_tr[perm[lo:lo + _mini_batch_len(lo, n, cfg.batch_size)]], aug_gen)
                         s = xb_step[lo - step_lo:hi - step_lo]
                     else:
                         s = x_tr[perm[lo:hi]]
@@ -474,10 +475,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     while len(sends) > 2:
                         comm.wait(sends.popleft()[0])
                 w = (hi - lo) / _mini_batch_len(lo, n, cfg.batch_size)  # micro-batch means -> mini-batch mean
-                total = local[0] * 0
-                for v in local:
-                    total = total + v
-                (total * w).backward()
+                (sum(local[1:], local[0]) * w).backward()
                 if last:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
@@ -631,7 +629,9 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
     model = create_model(cfg, data.input_shape, data.num_classes).to(device)
     groups = model.param_groups(cfg.lr, cfg.lr_gh_factor)
     base_lrs = [g["lr"] for g in groups]
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(groups, cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     try:
         if resumed:
             err = None
@@ -888,9 +888,14 @@ def launch_local(args: list[str], nprocs: int, *, threads: int = 1, env: dict | 
     and wait for all of them; past `timeout` seconds every rank still running is killed, and with
     `grace`, so is every rank still running `grace` seconds after the first one exited. Each rank
     is a fresh `python -m alviz.cli` process, or with `fork=True` a fork of this process calling
-    `alviz.cli.main` (no import cost: what tests use; Linux only). Unlike torchrun (which stops the
+    `alviz.cli.main` (no import cost: what tests use; Linux only, and one thread per rank only: GNU
+    OpenMP is not fork-safe, a forked rank using a thread team the parent had used deadlocks in its
+    first matrix product). Unlike torchrun (which stops the
     others when one rank fails), without `grace` it lets every rank find out for itself: what a test
     of alviz's own failure handling needs."""
+    if fork and threads != 1:
+        raise ValueError(f"launch_local(fork=True) runs ranks of one thread only (OpenMP is not fork-safe); "
+                         f"received threads={threads}; use fork=False")
     port = free_port()
     extra = {**(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nprocs),
              "LOCAL_WORLD_SIZE": str(nprocs), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -176,6 +176,8 @@ def test_partition_and_micro_batch_plan():
     assert micro_batch_plan(10, 4, 3) == [(0, 1, False), (1, 2, False), (2, 4, True), (4, 5, False), (5, 6, False),
                                           (6, 8, True), (8, 9, False), (9, 10, True)]
     assert micro_batch_plan(5, 4, 1) == [(0, 4, True), (4, 5, True)]
+    with pytest.raises(ValueError, match="one thread only"):  # OpenMP is not fork-safe
+        launch_local(["train"], 2, threads=2, fork=True)
 
 
 @pytest.mark.parametrize("variant", ["paper", "iclr2022"])
