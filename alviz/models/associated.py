@@ -95,41 +95,36 @@ class ALModel(nn.Module):
             out.append(self.decode(self.bridges[k - 1](s), k))
         return out
 
-    def component_losses(self, i: int, s_prev: torch.Tensor, t_prev: torch.Tensor, y: torch.Tensor):
-        """Component i (0-based) alone, as one pipeline stage computes it: `(s_i, t_i, assoc, ae)`
-        from s_{i-1}, t_{i-1} (t_0 = one-hot(y)) and y. The same arithmetic as one iteration of
-        `losses()` (alviz.parallel's equivalence test checks that they agree)."""
+    def _component(self, i: int, s_prev, t_prev, y):
+        """One component's forward and local losses: (s_i, t_i, b_i(s_i), assoc_i, ae_i)."""
         s = self.blocks[i](s_prev.detach())
         t = self.label_encoders[i](t_prev.detach())
-        assoc = F.mse_loss(self.bridges[i](s), t.detach())
+        b = self.bridges[i](s)
+        assoc = F.mse_loss(b, t.detach())
         rec = self.decoders[i](t)
         if i == 0 and self.variant == "iclr2022":
             ae = F.cross_entropy(rec, y)
         else:
             ae = F.mse_loss(rec, t_prev.detach())
+        return s, t, b, assoc, ae
+
+    def component_losses(self, i: int, s_prev: torch.Tensor, t_prev: torch.Tensor, y: torch.Tensor):
+        """Component i (0-based) alone, as one pipeline stage computes it: `(s_i, t_i, assoc, ae)`
+        from s_{i-1}, t_{i-1} (t_0 = one-hot(y)) and y: the same arithmetic as `losses()`."""
+        s, t, _, assoc, ae = self._component(i, s_prev, t_prev, y)
         return s, t, assoc, ae
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The local losses (`assoc{i}`, `ae{i}`), their sum under `loss`, and the class scores of
         the batch along the inference path (computed without gradient, for running accuracy)."""
-        t_prev = F.one_hot(y, self.num_classes).to(x.dtype)
-        s = x
+        s, t = x, F.one_hot(y, self.num_classes).to(x.dtype)
         out: dict[str, torch.Tensor] = {}
         total = 0.0
         for i in range(self.depth):
-            s = self.blocks[i](s.detach())
-            t = self.label_encoders[i](t_prev.detach())
-            b = self.bridges[i](s)
-            assoc = F.mse_loss(b, t.detach())
-            rec = self.decoders[i](t)
-            if i == 0 and self.variant == "iclr2022":
-                ae = F.cross_entropy(rec, y)
-            else:
-                ae = F.mse_loss(rec, t_prev.detach())
+            s, t, b, assoc, ae = self._component(i, s, t, y)
             out[f"assoc{i + 1}"] = assoc
             out[f"ae{i + 1}"] = ae
             total = total + assoc + ae
-            t_prev = t
         out["loss"] = total
         with torch.no_grad():
             scores = self.decode(b.detach(), self.depth)
