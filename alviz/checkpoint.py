@@ -10,8 +10,10 @@ A run directory holds
 Saving is journaled: every file of a checkpoint is first written to `.staging/`, fsynced, then the
 marker `.staging/COMPLETE` is written; only then are the files moved into place. Whoever opens a
 run first finishes an interrupted move (roll forward) or drops an incomplete staging folder, so a
-crash at any moment leaves one whole checkpoint: the previous one or the new one.
-Nothing here trains or evaluates.
+crash at any moment leaves one whole checkpoint: the previous one or the new one. A save that
+fails (disk full, permissions) drops its staging folder and raises a UserError saying the
+previous checkpoint is kept. Each safetensors file records the sha256 of its tensors in its
+header, checked on reading (corruption is an error); pickles are refused. Nothing here trains or evaluates.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -31,7 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import config as config_mod
-from .errors import UserError
+from .errors import UserError, refuse_pickle
 
 FORMAT = "alviz-run/1"
 FILES = ("config.yaml", "model.safetensors", "train_state.safetensors", "meta.json", "summary.csv")
@@ -74,6 +77,20 @@ def write_text_atomic(path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def check_writable_dir(path, what: str = "--out") -> Path:
+    """`path` as a Path if it is, or can be created as, a folder this process can write to (nothing
+    is created); else a UserError naming the obstacle."""
+    p = Path(path)
+    q = p
+    while not (q.exists() or q.is_symlink()) and q != q.parent:
+        q = q.parent
+    if not q.is_dir():
+        raise UserError(f"{what} {p}: {q} is a file, not a folder; choose a folder you can write to")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {p}: {q} is not writable by this user; choose a folder you can write to")
+    return p
+
+
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -82,7 +99,47 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# --------------------------------------------------------------------------- test-only faults
+
+FAULT_ENV = "ALVIZ_FAULT"
+
+
+def fault(point: str, number: int, k: int = 1) -> None:
+    """TEST-ONLY fault injection (tests/test_crash.py); a no-op unless $ALVIZ_FAULT is set.
+
+    ALVIZ_FAULT="<point>:<number>[:<k>][:sigint]" kills this process with SIGKILL (with the
+    suffix `:sigint`, sends it SIGINT as Ctrl-C would) when the code reaches <point> for <number>:
+    `save:staged:E` after epoch E's files are staged (before the COMPLETE marker),
+    `save:complete:E` after the marker, `save:moving:E[:K]` after the K-th file (default 1) is
+    moved into the run directory, `step:N` after the optimiser step of training step N (counted
+    from 1 over the whole run; alviz.train). Never set it outside tests.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = spec.split(":")
+    sig = signal.SIGKILL
+    if parts[-1] == "sigint":
+        sig, parts = signal.SIGINT, parts[:-1]
+    nums = [int(p) for p in parts if p.isdigit()]
+    where = ":".join(p for p in parts if not p.isdigit())
+    if where == point and nums and nums[0] == number and (nums[1] if len(nums) > 1 else 1) == k:
+        os.kill(os.getpid(), sig)
+
+
 # --------------------------------------------------------------------------- journal
+
+def _move_staged(run: Path, epoch: int | None = None) -> None:
+    moved = 0
+    for name in FILES:
+        src = run / STAGING / name
+        if src.exists():
+            os.replace(src, run / name)
+            moved += 1
+            if epoch is not None:
+                fault("save:moving", epoch, moved)
+    _fsync_dir(run)
+
 
 def recover(run_dir: str | os.PathLike) -> None:
     """Finish or drop an interrupted save in `run_dir` (see the module docstring)."""
@@ -91,15 +148,11 @@ def recover(run_dir: str | os.PathLike) -> None:
     if not staging.is_dir():
         return
     if (staging / COMPLETE).is_file():
-        for name in FILES:
-            src = staging / name
-            if src.exists():
-                os.replace(src, run / name)
-        _fsync_dir(run)
+        _move_staged(run)
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _commit(run: Path, files: dict[str, bytes]) -> None:
+def _commit(run: Path, files: dict[str, bytes], epoch: int | None = None) -> None:
     staging = run / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -109,15 +162,55 @@ def _commit(run: Path, files: dict[str, bytes]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     _fsync_dir(staging)
+    if epoch is not None:
+        fault("save:staged", epoch)
     write_bytes_atomic(staging / COMPLETE, b"ok\n")
-    recover(run)
+    if epoch is not None:
+        fault("save:complete", epoch)
+    _move_staged(run, epoch)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+class SaveFailed(UserError, OSError):
+    """A checkpoint could not be written (disk full, permissions); the message says what is kept.
+    A UserError (one line, exit 2 through the CLI) and, as the failure it reports, an OSError."""
+
+
+def _save_failed(run: Path, epoch: int, err: OSError) -> SaveFailed:
+    """The one-line error of a save that failed with `err`; drops a staging folder that never
+    became complete, so the previous checkpoint stays the run's checkpoint."""
+    what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    if (run / STAGING / COMPLETE).is_file():
+        return SaveFailed(f"{run}: could not finish installing the checkpoint of epoch {epoch} ({what}); it is "
+                         "complete in .staging and is installed the next time the run is opened")
+    shutil.rmtree(run / STAGING, ignore_errors=True)
+    try:
+        kept = json.loads((run / "meta.json").read_text(encoding="utf-8")).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        kept = None
+    prev = (f"the previous checkpoint (epoch {kept}) is kept" if kept is not None
+            else "no earlier checkpoint exists")
+    return SaveFailed(f"{run}: could not write the checkpoint of epoch {epoch} ({what}); {prev}; "
+                     "make room or fix the folder, then continue with --resume")
 
 
 # --------------------------------------------------------------------------- tensors <-> bytes
 
+def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of `tensors` (CPU, contiguous), in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _state_to_safetensors(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes whose header records `tensors_sha256` (checked on reading: a flipped bit in
+    the data is an error, not silently different weights)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return st_save(tensors, metadata=metadata)
+    return st_save(tensors, metadata={**metadata, "tensors_sha256": _tensors_sha256(tensors)})
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -125,6 +218,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; the run directory is incomplete") from None
+    refuse_pickle(data[:8], path, "a safetensors file written by alviz", lead="not a valid safetensors file: it ")
     try:
         tensors = st_load(data)
         n = int.from_bytes(data[:8], "little")
@@ -132,7 +226,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
         raise UserError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]}); "
                         "alviz only reads weights written as safetensors") from None
-    return tensors, header.get("__metadata__", {}) or {}
+    meta = header.get("__metadata__", {}) or {}
+    if "tensors_sha256" in meta and _tensors_sha256(tensors) != meta["tensors_sha256"]:
+        raise UserError(f"{path}: corrupted: its tensors differ from the sha256 recorded in its header when "
+                        "alviz saved it; restore the file from a copy, or retrain")
+    return tensors, meta
 
 
 def optimizer_to_bytes(opt: torch.optim.Optimizer, epoch: int) -> bytes:
@@ -189,7 +287,10 @@ def save_checkpoint(run_dir, model: torch.nn.Module, optimizer: torch.optim.Opti
     }
     if optimizer is not None:
         files["train_state.safetensors"] = optimizer_to_bytes(optimizer, epoch)
-    _commit(run, files)
+    try:
+        _commit(run, files, epoch)
+    except OSError as e:  # disk full, permissions, ...: the previous checkpoint is still whole
+        raise _save_failed(run, epoch, e) from None
 
 
 def summary_csv(history: list[dict]) -> str:
@@ -219,7 +320,9 @@ def read_config(run_dir):
 def read_meta(run_dir) -> dict:
     p = Path(run_dir) / "meta.json"
     try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+        refuse_pickle(raw[:8], p, "JSON written by alviz")
+        meta = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"{p}: file not found; is {Path(run_dir)} an alviz run directory?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -230,7 +333,44 @@ def read_meta(run_dir) -> dict:
     for key in ("input_shape", "num_classes", "preprocess", "epoch"):
         if key not in meta:
             raise UserError(f"{p}: missing key {key!r}")
+    _check_meta(meta, p)
     return meta
+
+
+def _count(v, least: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _check_meta(meta: dict, p: Path) -> None:
+    """The fields a model is rebuilt and fed from must have the types alviz wrote."""
+    def bad(key, value, allowed):
+        raise UserError(f"{p}: {key} is {value!r}; allowed: {allowed}")
+
+    shape = meta["input_shape"]
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 3 and all(_count(s, 1) for s in shape)):
+        bad("input_shape", shape, "a list of 1 to 3 positive integers")
+    if not _count(meta["num_classes"], 1):
+        bad("num_classes", meta["num_classes"], "a positive integer")
+    if not _count(meta["epoch"]):
+        bad("epoch", meta["epoch"], "a non-negative integer")
+    pre = meta["preprocess"]
+    if not isinstance(pre, dict):
+        bad("preprocess", pre, "a mapping (image, input_shape, mean, std, pixel_max, per_image_standardize)")
+    n_stats = shape[0] if pre.get("image") else int(torch.Size(shape).numel())
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if not (isinstance(v, list) and len(v) == n_stats and all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) for a in v)):
+            bad(f"preprocess.{key}", v, f"a list of {n_stats} numbers")
+    if pre.get("input_shape") != shape or not isinstance(pre.get("image"), bool):
+        bad("preprocess", {k: pre.get(k) for k in ("input_shape", "image")},
+            f"input_shape {shape} (as meta.json's) and image true or false")
+    if not (pre.get("pixel_max") is None or (isinstance(pre["pixel_max"], (int, float))
+                                             and not isinstance(pre["pixel_max"], bool) and pre["pixel_max"] > 0)):
+        bad("preprocess.pixel_max", pre["pixel_max"], "null or a positive number")
+    for key in ("history", "class_names"):
+        if meta.get(key) is not None and not isinstance(meta[key], list):
+            bad(key, meta[key], "a list")
 
 
 def check_run_dir(run_dir) -> Path:

@@ -6,6 +6,7 @@ usage errors included); a diverged run exits 3, Ctrl-C 130.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 
@@ -431,7 +432,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         click.echo("alviz: interrupted", err=True)
         return 130
+    except OSError as e:  # the file system refused (a folder under a file, permissions, disk full)
+        if e.errno not in _FS_ERRNOS:
+            raise
+        where = f"cannot write {e.filename}: " if e.filename else ""
+        why = e.strerror or str(e)
+        if e.errno in (errno.ENOTDIR, errno.EEXIST):
+            why = f"a file, not a folder, is on that path ({why})"
+        click.echo(f"alviz: error: {where}{why}; give paths (--out, --csv) in a folder you can write to, with "
+                   "free space", err=True)
+        return 2
     return 0
+
+
+_FS_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EROFS, errno.ENOSPC,
+              errno.EDQUOT}
 
 
 if __name__ == "__main__":  # pragma: no cover

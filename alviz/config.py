@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError, choice_error
+from .errors import UserError, choice_error, refuse_pickle
 
 METHODS = ("al", "bp")
 ARCHS = ("mlp", "cnn", "vgg", "resnet20", "resnet32")
@@ -152,7 +152,9 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+        refuse_pickle(raw[:8], p, "a YAML mapping of config keys")
+        data = yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid YAML file ({first})") from None
@@ -164,7 +166,11 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_config(path: str | os.PathLike, base: TrainConfig | None = None) -> TrainConfig:
-    return from_dict(load_yaml(path), base, source=str(path))
+    try:
+        return from_dict(load_yaml(path), base, source=str(path))
+    except UserError as e:  # name the file in every message (validate() does not know it)
+        msg = str(e)
+        raise UserError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -107,7 +107,7 @@ def check_labels(y: np.ndarray, source: str, n_x: int) -> np.ndarray:
     if len(y) != n_x:
         raise UserError(f"{source}: x has {n_x} samples but y has {len(y)}; they must match")
     if len(y) == 0:
-        raise UserError(f"{source}: the data set is empty (0 samples)")
+        raise UserError(f"{source}: the data set is empty (0 samples); it needs samples of at least 2 classes")
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise UserError(f"{source}: labels must be integers 0..C-1; received non-integer values")
@@ -223,7 +223,9 @@ def _npz(path: str, cfg) -> Raw:
             raise UserError(f"{src}: {key} must have shape (N,D), (N,H,W) or (N,H,W,C); "
                             f"received {x.shape}")
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-            raise UserError(f"{src}: {key} contains NaN or inf values")
+            bad = np.argwhere(~np.isfinite(x))
+            raise UserError(f"{src}: {key} contains {len(bad)} NaN or inf value(s), e.g. in sample {bad[0][0]}; "
+                            "inputs must be finite numbers")
         return x if x.ndim == 2 else _to_nchw(x, src)
 
     x = prep_x(arrays["x"], "x")

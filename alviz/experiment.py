@@ -60,12 +60,12 @@ def plan(cfg: TrainConfig, methods, seeds, out: Path, *, resume=False, force=Fal
             if force or not run.exists():
                 todo.append(Planned(c, run, "train"))
                 continue
+            ckpt.recover(run)  # a crash during a save: finish it or drop it (also a first save)
             if not ckpt.is_run_dir(run):
                 if any(run.iterdir()):
                     raise UserError(f"{run} exists and is not an alviz run; choose another --out")
                 todo.append(Planned(c, run, "train"))
                 continue
-            ckpt.recover(run)
             stored = ckpt.read_config(run)
             meta = ckpt.read_meta(run) if (run / "meta.json").is_file() else {"status": "running", "epoch": 0}
             if not _same(stored.replace(epochs=c.epochs), c):
@@ -88,7 +88,7 @@ def train_experiment(cfg: TrainConfig, methods=("al", "bp"), seeds=(0,), out=Non
     from .data import load_dataset
     from .train import train
 
-    out = Path(out) if out else DEFAULT_ROOT / experiment_name(cfg)
+    out = ckpt.check_writable_dir(Path(out) if out else DEFAULT_ROOT / experiment_name(cfg))
     todo = plan(cfg, methods, seeds, out, resume=resume, force=force)
     data = None
     results = []

@@ -94,7 +94,7 @@ from numpy.lib.format import open_memmap
 from torch import nn
 
 from . import __version__
-from .errors import UserError, choice_error
+from .errors import UserError, choice_error, refuse_pickle
 
 FORMAT = "alviz-activations/1"
 MANIFEST = "manifest.json"
@@ -585,7 +585,35 @@ def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples
     float32 or float16. `pool`: gap or flatten for 4-D maps. A set extracted before from the same
     checkpoint with the same settings (and at least these layers) is reused unless `force`; a
     stale one is replaced. `data_dir`: where torchvision data sets live (default: the run's).
+    Two processes extracting from one run take turns (an flock on the run folder), so the second
+    reuses the first one's set instead of replacing it while it is read.
     """
+    with _run_lock(run_dir):
+        return _extract_run(run_dir, dataset=dataset, split=split, layers=layers, max_samples=max_samples,
+                            dtype=dtype, pool=pool, batch_size=batch_size, force=force, device=device, log=log,
+                            data_dir=data_dir)
+
+
+@contextmanager
+def _run_lock(run_dir):
+    """Exclusive `fcntl.flock` on the run folder itself (no file is created) for the block."""
+    import fcntl
+
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # not a folder: _extract_run says what is wrong
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, batch_size, force, device, log,
+                 data_dir) -> Path:
     _check_args(split, dtype, pool, batch_size, max_samples)
     if isinstance(layers, str):
         layers = parse_layers(layers)
@@ -722,7 +750,12 @@ def _np_load(path: Path, where: str, mmap_mode=None) -> np.ndarray:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{where}: {path.name} is missing") from None
-    except (ValueError, OSError, EOFError) as e:
+    except ValueError as e:
+        if "pickle" in str(e) or "Python objects" in str(e):  # numpy's message suggests loading it unsafely
+            raise UserError(f"{where}: {path.name} holds pickled Python objects, which alviz refuses to load "
+                            "(unpickling can run code); expected a numeric .npy array") from None
+        raise UserError(f"{where}: {path.name} is not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
+    except (OSError, EOFError) as e:
         raise UserError(f"{where}: {path.name} is not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
 
 
@@ -733,7 +766,9 @@ def load_activations(folder) -> Activations:
     if not folder.is_dir():
         raise UserError(f"activation folder not found: {folder}")
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        raw = (folder / MANIFEST).read_bytes()
+        refuse_pickle(raw[:8], where, "JSON written by alviz extract")
+        manifest = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"{where}: not found; {folder} is not an activation set (run alviz extract)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

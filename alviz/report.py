@@ -490,6 +490,9 @@ class _TsneJob:
         if len(keep) < 4:
             log("t-SNE skipped: fewer than 4 held-out samples shared by the runs")
             return
+        if opts.tsne_samples > len(keep):
+            log(f"asked for {opts.tsne_samples} t-SNE points but the runs share {len(keep)} held-out samples; "
+                f"using all {len(keep)}")
         pick = keep[stratified_sample(ref.labels[keep], opts.tsne_samples, seed=opts.seed)]
         ids, labels = ref.ids[pick], ref.labels[pick]
         positions: dict[float, dict[str, str]] = defaultdict(dict)

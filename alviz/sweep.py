@@ -34,7 +34,7 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from . import config as cfgmod
 from .config import FIELD_NAMES, TrainConfig
-from .errors import UserError
+from .errors import UserError, refuse_pickle
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan
 from .presets import RESERVED, Spec, SweepSpec, check_grid, check_methods, check_seeds
 
@@ -213,7 +213,9 @@ def read_sweep_file(out) -> dict:
         raise UserError(f"{Path(out)} holds no {SWEEP_FILE}: it is not a sweep folder (start one with "
                         "`alviz sweep --grid KEY=V1,V2 --out DIR`)")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+        refuse_pickle(raw[:8], p, "JSON written by alviz sweep")
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -19,6 +19,7 @@ write anything but the run directory.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -188,13 +189,14 @@ def _epoch_stats(keys, blocks, batch_sizes, correct) -> EpochStats:
 def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, *, batch_size: int,
                 losses_fn=None, aug_gen: torch.Generator | None = None, amp: bool = False,
                 on_nan: str = "stop", channels_last: bool = False, bar=None,
-                nan_check_every: int = NAN_CHECK_EVERY) -> EpochStats:
+                nan_check_every: int = NAN_CHECK_EVERY, step_hook=None) -> EpochStats:
     """One pass over `x[perm]`, `y[perm]` (all on the model's device) in batches of `batch_size`.
 
     `losses_fn(x, y) -> (losses, scores)` defaults to `model.losses` (a compiled version may be given);
     `aug_gen`: augment each batch (`augment_batch`) with this generator; `bar`: a tqdm bar advanced
-    once per step. Raises `NonFiniteLoss` at the first check after a loss became NaN/inf when
-    `on_nan == 'stop'`."""
+    once per step; `step_hook(step)`: called after each optimiser step (0-based step of this epoch;
+    the test-only fault hook). Raises `NonFiniteLoss` at the first check after a loss became NaN/inf
+    when `on_nan == 'stop'`."""
     losses_fn = losses_fn or model.losses
     device = x.device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -227,6 +229,8 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor
                 raise NonFiniteLoss(_epoch_stats(keys, blocks, batch_sizes, 0))
         if bar is not None:
             bar.update(1)
+        if step_hook is not None:
+            step_hook(step)
     correct = int((torch.cat(preds) == y.index_select(0, perm)).sum()) if preds else 0
     return _epoch_stats(keys or [], blocks, batch_sizes, correct)
 
@@ -300,6 +304,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
                    desc=f"{cfg.method} {cfg.arch}")
     model.train()
     epoch = start_epoch
+    faults = bool(os.environ.get(ckpt.FAULT_ENV))  # test-only (see checkpoint.fault)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             mult = lr_multiplier(cfg, epoch)
@@ -312,9 +317,10 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
                 aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
             t0 = time.perf_counter()
             try:
+                hook = (lambda s, base=epoch * steps: ckpt.fault("step", base + s + 1)) if faults else None
                 st = train_epoch(model, opt, x_tr, y_tr, perm, batch_size=bs, losses_fn=losses_fn,
                                  aug_gen=aug_gen, amp=cfg.amp, on_nan=cfg.on_nan,
-                                 channels_last=channels_last, bar=bar)
+                                 channels_last=channels_last, bar=bar, step_hook=hook)
             except NonFiniteLoss as e:
                 _diverged(e.stats.keys, e.stats.first_bad, epoch, run)
             train_seconds = time.perf_counter() - t0
@@ -329,6 +335,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
             row["eval_seconds"] = time.perf_counter() - t0 - train_seconds
             if st.first_bad:
                 row["nonfinite_losses"] = ",".join(k for k in st.keys if k in st.first_bad)
+                log(f"warning: {_nonfinite_what(st.keys, st.first_bad, epoch)}; continuing (--on-nan continue)")
             history.append(row)
             status = "complete" if epoch + 1 == cfg.epochs else "running"
             ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch + 1, "status": status}, history)
@@ -339,8 +346,8 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
-                          f"{run} is kept; continue with: alviz train --resume --out {run.parent}") from None
+        raise Interrupted(f"interrupted during epoch {epoch + 1}; {_kept(run)}; continue with the same "
+                          f"alviz train command plus --resume (experiment {run.parent})") from None
     finally:
         if bar is not None:
             bar.close()
@@ -350,16 +357,34 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
                   time.perf_counter() - t_start, "complete")
 
 
-def _diverged(keys, first_bad: dict, epoch, run):
+def _nonfinite_what(keys, first_bad: dict, epoch) -> str:
     first = min((b, k) for k, b in first_bad.items())
     comps = [k for k in keys if first_bad.get(k) == first[0] and k != "loss"]
-    raise Diverged(f"loss {', '.join(comps) or 'loss'} became NaN/inf at epoch {epoch + 1}, step {first[0] + 1}; "
-                   f"the last good checkpoint in {run} is kept (lower --lr, or --on-nan continue)")
+    return f"loss {', '.join(comps) or 'loss'} became NaN/inf at epoch {epoch + 1}, step {first[0] + 1}"
+
+
+def _kept(run: Path) -> str:
+    """What an interrupted run keeps on disk (an interrupted save is finished or dropped first)."""
+    try:
+        ckpt.recover(run)
+        epoch = ckpt.read_meta(run)["epoch"] if (run / "meta.json").is_file() else None
+    except (UserError, OSError):
+        epoch = None
+    return (f"the checkpoint of epoch {epoch} in {run} is kept" if epoch is not None
+            else f"no epoch was finished, so {run} holds no checkpoint yet")
+
+
+def _diverged(keys, first_bad: dict, epoch, run):
+    raise Diverged(f"{_nonfinite_what(keys, first_bad, epoch)}; {_kept(run)} "
+                   "(lower --lr, or --on-nan continue)")
 
 
 def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"--threads must be a positive integer; received {n!r}")
+    torch.set_num_threads(n)
 
 
 __all__ = ["train", "train_epoch", "EpochStats", "NonFiniteLoss", "evaluate", "resolve_device", "lr_multiplier",
