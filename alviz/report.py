@@ -295,6 +295,8 @@ def _experiment_names(groups) -> dict[Path, str]:
     used: set[str] = set()
     for exp in groups:
         name = _slug(exp.name)
+        if _sweep_of(exp) is not None:  # a sweep's cell: <sweep>-<cell>, beside the sweep's study
+            name = _slug(f"{exp.parent.name}-{exp.name}")
         if name in used:
             name = _slug(f"{exp.parent.name}-{exp.name}")
         while name in used:
@@ -302,6 +304,11 @@ def _experiment_names(groups) -> dict[Path, str]:
         used.add(name)
         names[exp] = name
     return names
+
+
+def _sweep_of(exp: Path) -> Path | None:
+    """The sweep folder (holding sweep.json) an experiment folder is a cell of, if any."""
+    return exp.parent if (exp.parent / "sweep.json").is_file() else None
 
 
 def _history(run: Path, meta: dict) -> list[dict]:
@@ -1044,6 +1051,7 @@ class ExperimentResult:
     summary: list
     config: dict
     seconds: float
+    path: Path | None = None  # the experiment folder analysed
 
 
 def _analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: Path, opts: Options,
@@ -1212,6 +1220,16 @@ def _write_study(key, results: list[ExperimentResult], out: Path, log) -> Path:
 
     arch, dataset = key
     name = f"study-{_slug(arch)}-{_slug(dataset)}"
+    sweeps = {_sweep_of(r.path) if r.path is not None else None for r in results}
+    if len(sweeps) == 1 and None not in sweeps:  # cells of one sweep: the sweep's own report
+        sweep = next(iter(sweeps))
+        try:
+            grid = json.loads((sweep / "sweep.json").read_text(encoding="utf-8")).get("grid") or {}
+        except (OSError, ValueError, AttributeError):
+            grid = {}
+        name = _slug(sweep.name)
+        if "arch" in grid or "dataset" in grid:  # several studies in one sweep: keep them apart
+            name = _slug(f"{sweep.name}-{arch}-{dataset}")
     folder = out / name
     depths = sorted({r.config["depth"] for r in results})
     acts = list(dict.fromkeys(r.config["activation"] for r in results))
@@ -1297,6 +1315,7 @@ def analyze(paths=None, *, out=DEFAULT_OUT, root=DEFAULT_ROOT, options: Options 
         with _locked(folder, log):
             log(f"analysing {exp_dir} ({len(runs)} run(s)) -> {folder}")
             results.append(_analyze_experiment(exp_dir, runs, names[exp_dir], folder, opts, log))
+            results[-1].path = exp_dir
         log(f"report: {folder / 'report.html'} ({results[-1].seconds:.1f}s)")
     folders = [r.folder for r in results]
     for key, rs in _study_groups(results).items():
