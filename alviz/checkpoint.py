@@ -44,7 +44,8 @@ COMPLETE = "COMPLETE"
 
 # --------------------------------------------------------------------------- atomic file helpers
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder by path; best effort (some file systems refuse folders)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -70,7 +71,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def write_text_atomic(path, text: str) -> None:
@@ -138,7 +139,7 @@ def _move_staged(run: Path, epoch: int | None = None) -> None:
             moved += 1
             if epoch is not None:
                 fault("save:moving", epoch, moved)
-    _fsync_dir(run)
+    fsync_path(run)
 
 
 def recover(run_dir: str | os.PathLike) -> None:
@@ -161,7 +162,7 @@ def _commit(run: Path, files: dict[str, bytes], epoch: int | None = None) -> Non
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-    _fsync_dir(staging)
+    fsync_path(staging)
     if epoch is not None:
         fault("save:staged", epoch)
     write_bytes_atomic(staging / COMPLETE, b"ok\n")

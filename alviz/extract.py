@@ -94,6 +94,7 @@ from numpy.lib.format import open_memmap
 from torch import nn
 
 from . import __version__
+from .checkpoint import fsync_path
 from .errors import UserError, choice_error, refuse_pickle
 
 FORMAT = "alviz-activations/1"
@@ -344,19 +345,6 @@ class _NpyWriter:
         self.fh.close()
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _Drain:
     """A background thread that writes batches to their files while the next batch is computed.
 
@@ -533,7 +521,7 @@ def _install(tmp: Path, final: Path) -> None:
             trash.unlink(missing_ok=True)
     else:
         os.replace(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
 
 
 def _stale_reason(manifest: dict, settings: dict) -> str | None:
@@ -687,12 +675,12 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync_path(f)
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:  # last: a set without it is not a set
             json.dump(manifest, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync(tmp)
+        fsync_path(tmp)
         _install(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -50,7 +50,7 @@ from .errors import UserError
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, run_name
 from .models import create_model, resolve_shape_defaults
 from .models.backbones import output_shapes
-from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, _epoch_seed, evaluate,
+from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, epoch_order, evaluate, set_lrs,
                     lr_multiplier, make_optimizer, resolve_device)
 
 MODES = ("pipeline", "ddp")
@@ -387,8 +387,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
         if start_epoch >= cfg.epochs:
             if ctx.is_main:
                 log(f"{run}: already trained for {start_epoch} epoch(s); nothing to do")
-                return Result(run, start_epoch, history[-1].get("test_acc", float("nan")) if history else float("nan"),
-                              None, 0.0, "complete")
+                return Result.from_history(run, history, 0.0)
             return None
     except Exception as e:
         if _is_comm_error(e):
@@ -422,14 +421,10 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     try:
         for epoch in range(start_epoch, cfg.epochs):
             mult = lr_multiplier(cfg, epoch)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * mult
+            set_lrs(opt, base_lrs, mult)
             perm = aug_gen = None
             if rank == 0:
-                gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-                perm = torch.randperm(n, generator=gen).to(device)
-                if augment:
-                    aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+                perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
             sums = torch.zeros(2 * L, dtype=torch.float64, device=device)
             bad = torch.full((2 * L,), _NO_BAD, dtype=torch.long, device=device)
             dist.barrier()
@@ -547,7 +542,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     f"pipeline x{K})")
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
-                          f"{run} is kept; continue with: alviz train --resume --out {run.parent}") from None
+                          f"{run} is kept; continue it by running the same command with --resume") from None
     except Exception as e:
         if _is_comm_error(e) and not isinstance(e, UserError):
             raise _lost(ctx, f"in epoch {epoch + 1}, micro-batch {u + 1}", run, e) from None
@@ -557,10 +552,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             bar.close()
     if not ctx.is_main:
         return None
-    last = history[-1] if history else {}
-    exits = [last[k] for k in sorted(last) if k.startswith("test_acc_exit")] or None
-    return Result(run, len(history), last.get("test_acc", float("nan")), exits,
-                  time.perf_counter() - t_start, "complete")
+    return Result.from_history(run, history, time.perf_counter() - t_start)
 
 
 def _mini_batch_len(lo: int, n: int, bs: int) -> int:
@@ -657,8 +649,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
     if start_epoch >= cfg.epochs:
         if ctx.is_main:
             log(f"{run}: already trained for {start_epoch} epoch(s); nothing to do")
-            return Result(run, start_epoch, history[-1].get("test_acc", float("nan")) if history else float("nan"),
-                          None, 0.0, "complete")
+            return Result.from_history(run, history, 0.0)
         return None
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -683,13 +674,8 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
     try:
         for epoch in range(start_epoch, cfg.epochs):
             mult = lr_multiplier(cfg, epoch)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * mult
-            gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-            perm = torch.randperm(n, generator=gen).to(device)
-            aug_gen = None
-            if augment:
-                aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+            set_lrs(opt, base_lrs, mult)
+            perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
             keys, sums, bad = None, None, None
             correct = torch.zeros((), dtype=torch.float64, device=device)
             dist.barrier()
@@ -757,7 +743,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
                 log(f"{run.name}: epoch {epoch + 1}/{cfg.epochs} test acc {ev['acc']:.4f} ({train_seconds:.1f}s, ddp x{K})")
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
-                          f"{run} is kept; continue with: alviz train --resume --out {run.parent}") from None
+                          f"{run} is kept; continue it by running the same command with --resume") from None
     except Exception as e:
         if _is_comm_error(e) and not isinstance(e, UserError):
             raise _lost(ctx, f"in epoch {epoch + 1}, step {step + 1}", run, e) from None
@@ -767,10 +753,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
             bar.close()
     if not ctx.is_main:
         return None
-    last = history[-1] if history else {}
-    exits = [last[k] for k in sorted(last) if k.startswith("test_acc_exit")] or None
-    return Result(run, len(history), last.get("test_acc", float("nan")), exits,
-                  time.perf_counter() - t_start, "complete")
+    return Result.from_history(run, history, time.perf_counter() - t_start)
 
 
 # --------------------------------------------------------------------------- experiments

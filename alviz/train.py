@@ -80,6 +80,21 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
 
 
+def epoch_order(seed: int, epoch: int, n: int, device: torch.device, augment: bool):
+    """The epoch's sample order and augmentation generator, a pure function of (seed, epoch), so a
+    resumed or distributed run sees exactly the batches of an uninterrupted single-process one."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch))).to(device)
+    aug_gen = None
+    if augment:
+        aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(seed, epoch) + 1)
+    return perm, aug_gen
+
+
+def set_lrs(opt: torch.optim.Optimizer, base_lrs, mult: float) -> None:
+    for g, base in zip(opt.param_groups, base_lrs):
+        g["lr"] = base * mult
+
+
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
              device: torch.device | None = None, amp: bool = False) -> dict:
@@ -137,6 +152,13 @@ class Result:
     exits: list[float] | None
     seconds: float
     status: str
+
+    @classmethod
+    def from_history(cls, run: Path, history: list[dict], seconds: float) -> "Result":
+        """The outcome of a finished run from its per-epoch history (the last row's accuracies)."""
+        last = history[-1] if history else {}
+        exits = [last[k] for k in sorted(last) if k.startswith("test_acc_exit")] or None
+        return cls(run, len(history), last.get("test_acc", float("nan")), exits, seconds, "complete")
 
 
 def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> TrainConfig:
@@ -274,8 +296,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
         history = list(meta.get("history", []))[:start_epoch]
         if start_epoch >= cfg.epochs:
             log(f"{run}: already trained for {start_epoch} epoch(s); nothing to do")
-            return Result(run, start_epoch, history[-1].get("test_acc", float("nan")) if history else float("nan"),
-                          None, 0.0, "complete")
+            return Result.from_history(run, history, 0.0)
     run.mkdir(parents=True, exist_ok=True)
 
     meta = {
@@ -308,13 +329,8 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
     try:
         for epoch in range(start_epoch, cfg.epochs):
             mult = lr_multiplier(cfg, epoch)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * mult
-            gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-            perm = torch.randperm(n, generator=gen).to(device)
-            aug_gen = None
-            if augment:
-                aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+            set_lrs(opt, base_lrs, mult)
+            perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
             t0 = time.perf_counter()
             try:
                 hook = (lambda s, base=epoch * steps: ckpt.fault("step", base + s + 1)) if faults else None
@@ -351,10 +367,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
     finally:
         if bar is not None:
             bar.close()
-    last = history[-1] if history else {}
-    exits = [last[k] for k in sorted(last) if k.startswith("test_acc_exit")] or None
-    return Result(run, len(history), last.get("test_acc", float("nan")), exits,
-                  time.perf_counter() - t_start, "complete")
+    return Result.from_history(run, history, time.perf_counter() - t_start)
 
 
 def _nonfinite_what(keys, first_bad: dict, epoch) -> str:
