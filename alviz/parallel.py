@@ -50,7 +50,7 @@ from .errors import UserError
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, run_name
 from .models import create_model, resolve_shape_defaults
 from .models.backbones import output_shapes
-from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, epoch_order, evaluate, set_lrs,
+from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, epoch_order, evaluate, resolve_data, set_lrs,
                     lr_multiplier, make_optimizer, resolve_device)
 
 MODES = ("pipeline", "ddp")
@@ -353,11 +353,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     run = Path(run_dir)
     device = ctx.device
     cfg, start_epoch, history, resumed = _start_run(cfg, run, resume, ctx, comm)
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
-    augment = data.augment if cfg.augment is None else cfg.augment
-    if augment and len(data.input_shape) != 3:
-        raise UserError(f"augment needs image data; {cfg.dataset} gives vectors")
+    data, augment = resolve_data(cfg, data)
 
     # every rank builds the whole model from the seed (the same initial weights as single-process AL),
     # then trains only its own components; rank 0 keeps the whole model for evaluation and checkpoints
@@ -611,11 +607,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
     run = Path(run_dir)
     device = ctx.device
     cfg, start_epoch, history, resumed = _start_run(cfg, run, resume, ctx, comm)
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
-    augment = data.augment if cfg.augment is None else cfg.augment
-    if augment and len(data.input_shape) != 3:
-        raise UserError(f"augment needs image data; {cfg.dataset} gives vectors")
+    data, augment = resolve_data(cfg, data)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes).to(device)

@@ -90,6 +90,17 @@ def epoch_order(seed: int, epoch: int, n: int, device: torch.device, augment: bo
     return perm, aug_gen
 
 
+def resolve_data(cfg: TrainConfig, data: Data | None) -> tuple[Data, bool]:
+    """The run's data (loaded unless given) and whether to augment it (the data set's default
+    unless the config says)."""
+    if data is None:
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    augment = data.augment if cfg.augment is None else cfg.augment
+    if augment and len(data.input_shape) != 3:
+        raise UserError(f"augment needs image data; {cfg.dataset} gives vectors")
+    return data, augment
+
+
 def set_lrs(opt: torch.optim.Optimizer, base_lrs, mult: float) -> None:
     for g, base in zip(opt.param_groups, base_lrs):
         g["lr"] = base * mult
@@ -269,11 +280,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
         ckpt.check_run_dir(run)
         cfg = _check_resume_config(resolve_shape_defaults(ckpt.read_config(run)), cfg, run)
     device = resolve_device(cfg.device)
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
-    augment = data.augment if cfg.augment is None else cfg.augment
-    if augment and len(data.input_shape) != 3:
-        raise UserError(f"augment needs image data; {cfg.dataset} gives vectors")
+    data, augment = resolve_data(cfg, data)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes).to(device)
