@@ -318,16 +318,23 @@ def read_config(run_dir):
     return config_mod.load_config(run / "config.yaml")
 
 
+def read_json(path, what: str):
+    """Parse a JSON file alviz wrote; a pickle is refused by name and bad JSON is a UserError.
+    FileNotFoundError is left to the caller, which knows what a missing file means."""
+    raw = Path(path).read_bytes()
+    refuse_pickle(raw[:8], path, what)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
 def read_meta(run_dir) -> dict:
     p = Path(run_dir) / "meta.json"
     try:
-        raw = p.read_bytes()
-        refuse_pickle(raw[:8], p, "JSON written by alviz")
-        meta = json.loads(raw.decode("utf-8"))
+        meta = read_json(p, "JSON written by alviz")
     except FileNotFoundError:
         raise UserError(f"{p}: file not found; is {Path(run_dir)} an alviz run directory?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{p}: not an alviz run (format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                         f"expected {FORMAT!r})")

@@ -94,8 +94,8 @@ from numpy.lib.format import open_memmap
 from torch import nn
 
 from . import __version__
-from .checkpoint import fsync_path
-from .errors import UserError, choice_error, refuse_pickle
+from .checkpoint import fsync_path, read_json
+from .errors import UserError, choice_error
 
 FORMAT = "alviz-activations/1"
 MANIFEST = "manifest.json"
@@ -754,13 +754,9 @@ def load_activations(folder) -> Activations:
     if not folder.is_dir():
         raise UserError(f"activation folder not found: {folder}")
     try:
-        raw = (folder / MANIFEST).read_bytes()
-        refuse_pickle(raw[:8], where, "JSON written by alviz extract")
-        manifest = json.loads(raw.decode("utf-8"))
+        manifest = read_json(folder / MANIFEST, "JSON written by alviz extract")
     except FileNotFoundError:
         raise UserError(f"{where}: not found; {folder} is not an activation set (run alviz extract)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise UserError(f"{where}: format {got!r}; expected {FORMAT!r}")

@@ -50,8 +50,8 @@ from .errors import UserError
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, run_name
 from .models import create_model, resolve_shape_defaults
 from .models.backbones import output_shapes
-from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, epoch_order, evaluate, resolve_data, set_lrs,
-                    lr_multiplier, make_optimizer, resolve_device)
+from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, epoch_order, evaluate,
+                    resolve_data, save_epoch, set_lrs, lr_multiplier, make_optimizer, resolve_device)
 
 MODES = ("pipeline", "ddp")
 DEFAULT_TIMEOUT_S = 600.0
@@ -528,14 +528,9 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                 row[f"busy_seconds_rank{r}"] = float(busy[r])
             row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
             history.append(row)
-            status = "complete" if epoch + 1 == cfg.epochs else "running"
             _set_lrs(full_opt, cfg, mult)
-            ckpt.save_checkpoint(run, model, full_opt, cfg, {**meta, "epoch": epoch + 1, "status": status}, history)
-            if bar is not None:
-                bar.set_postfix_str(f"ep {epoch + 1} test {ev['acc']:.3f}")
-            else:
-                log(f"{run.name}: epoch {epoch + 1}/{cfg.epochs} test acc {ev['acc']:.4f} ({train_seconds:.1f}s, "
-                    f"pipeline x{K})")
+            save_epoch(run, model, full_opt, cfg, meta, history, bar, log, ev["acc"], train_seconds,
+                       f", pipeline x{K}")
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
                           f"{run} is kept; continue it by running the same command with --resume") from None
@@ -727,12 +722,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
             if bool((bad_all < _NO_BAD).any()):
                 row["nonfinite_losses"] = ",".join(k for k, b in zip(keys, bad_all.tolist()) if b < _NO_BAD)
             history.append(row)
-            status = "complete" if epoch + 1 == cfg.epochs else "running"
-            ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch + 1, "status": status}, history)
-            if bar is not None:
-                bar.set_postfix_str(f"ep {epoch + 1} test {ev['acc']:.3f}")
-            else:
-                log(f"{run.name}: epoch {epoch + 1}/{cfg.epochs} test acc {ev['acc']:.4f} ({train_seconds:.1f}s, ddp x{K})")
+            save_epoch(run, model, opt, cfg, meta, history, bar, log, ev["acc"], train_seconds, f", ddp x{K}")
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
                           f"{run} is kept; continue it by running the same command with --resume") from None

@@ -1172,7 +1172,6 @@ def _analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: 
             "fig_*.pdf/.png.")
 
     rows_all = rows + summary
-    seconds = time.perf_counter() - t0
     payload = {
         "experiment": name, "path": str(exp_dir), "alviz_version": __version__,
         "settings": asdict(opts),

@@ -34,7 +34,7 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from . import config as cfgmod
 from .config import FIELD_NAMES, TrainConfig
-from .errors import UserError, refuse_pickle
+from .errors import UserError
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan
 from .presets import RESERVED, Spec, SweepSpec, check_grid, check_methods, check_seeds
 
@@ -212,12 +212,7 @@ def read_sweep_file(out) -> dict:
     if not p.is_file():
         raise UserError(f"{Path(out)} holds no {SWEEP_FILE}: it is not a sweep folder (start one with "
                         "`alviz sweep --grid KEY=V1,V2 --out DIR`)")
-    try:
-        raw = p.read_bytes()
-        refuse_pickle(raw[:8], p, "JSON written by alviz sweep")
-        data = json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not valid JSON ({e})") from None
+    data = ckpt.read_json(p, "JSON written by alviz sweep")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{p}: not an alviz sweep file (expected format {FORMAT!r})")
     return data

@@ -101,6 +101,18 @@ def resolve_data(cfg: TrainConfig, data: Data | None) -> tuple[Data, bool]:
     return data, augment
 
 
+def save_epoch(run: Path, model, opt, cfg: TrainConfig, meta: dict, history: list[dict], bar, log,
+               test_acc: float, seconds: float, note: str = "") -> None:
+    """Checkpoint the epoch just appended to `history` and report it (progress bar or log line)."""
+    epoch = len(history)
+    status = "complete" if epoch == cfg.epochs else "running"
+    ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch, "status": status}, history)
+    if bar is not None:
+        bar.set_postfix_str(f"ep {epoch} test {test_acc:.3f}")
+    else:
+        log(f"{run.name}: epoch {epoch}/{cfg.epochs} test acc {test_acc:.4f} ({seconds:.1f}s{note})")
+
+
 def set_lrs(opt: torch.optim.Optimizer, base_lrs, mult: float) -> None:
     for g, base in zip(opt.param_groups, base_lrs):
         g["lr"] = base * mult
@@ -360,12 +372,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
                 row["nonfinite_losses"] = ",".join(k for k in st.keys if k in st.first_bad)
                 log(f"warning: {_nonfinite_what(st.keys, st.first_bad, epoch)}; continuing (--on-nan continue)")
             history.append(row)
-            status = "complete" if epoch + 1 == cfg.epochs else "running"
-            ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch + 1, "status": status}, history)
-            if bar is not None:
-                bar.set_postfix_str(f"ep {epoch + 1} test {ev['acc']:.3f}")
-            else:
-                log(f"{run.name}: epoch {epoch + 1}/{cfg.epochs} test acc {ev['acc']:.4f} ({train_seconds:.1f}s)")
+            save_epoch(run, model, opt, cfg, meta, history, bar, log, ev["acc"], train_seconds)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
