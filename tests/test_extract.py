@@ -162,6 +162,18 @@ def test_capture_early_bridges_match_exits():
     torch.testing.assert_close(acts["decoder1"], m.exits(x)[-1].detach(), rtol=0, atol=0)
 
 
+def test_capture_sink_sees_the_output_before_a_later_inplace_op():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True))
+    x = torch.randn(50, 3)
+    got = {}
+    with torch.no_grad():
+        ref = net[0](x).clone()
+        with alviz.capture(net, ["0"], sink=lambda name, t: got.setdefault(name, t.clone())) as acts:
+            net(x)
+    assert (ref < 0).any() and acts == {}
+    torch.testing.assert_close(got["0"], ref, rtol=0, atol=0)
+
+
 def test_capture_copy_survives_inplace_relu():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True))
     x = torch.randn(50, 3)
@@ -275,7 +287,10 @@ def test_cnn_gap_and_flatten(fresh):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_batch_sizes_7_and_64_give_the_same_arrays(fresh):
+@pytest.mark.parametrize("stage_bytes", [X.STAGE_BYTES, 100])
+def test_batch_sizes_7_and_64_give_the_same_arrays(fresh, monkeypatch, stage_bytes):
+    # 100 bytes: the staging buffers hold one batch, so every batch is flushed mid-stream
+    monkeypatch.setattr(X, "STAGE_BYTES", stage_bytes)
     run = fresh("al")
     a = X.load_activations(X.extract_run(run, batch_size=7, log=Log()))
     a = {k: np.array(v) for k, v in a.layers.items()} | {"ids": a.ids, "labels": a.labels}
@@ -300,6 +315,68 @@ def test_writer_puts_rows_at_their_offsets(tmp_path):
     with pytest.raises(ValueError, match="expected float32"):
         w.write(0, rows[:2])
     w.close()
+
+
+@pytest.mark.parametrize("stage_bytes", [X.STAGE_BYTES, 100])
+def test_writer_thread_path_writes_the_same_arrays(fresh, tmp_path, monkeypatch, stage_bytes):
+    # the GPU path (hooks copy to the host, a writer thread writes), exercised on the CPU
+    monkeypatch.setattr(X, "STAGE_BYTES", stage_bytes)
+    run = fresh("al")
+    model, x, y, _ = _direct(run)
+    names = [e.name for e in X.layer_catalogue(model)]
+    idx = X.select_samples(y, 50)
+    out = {}
+    for threaded in (False, True):
+        folder = tmp_path / f"t{threaded}-{stage_bytes}"
+        folder.mkdir()
+        X.extract_arrays(model, x, idx, names, folder, batch_size=8, writer_thread=threaded)
+        out[threaded] = {n: np.load(folder / f"{n}.npy") for n in names}
+    want = _expected(model, x[idx])
+    for n in names:
+        np.testing.assert_array_equal(out[True][n], out[False][n], err_msg=n)
+        np.testing.assert_allclose(out[True][n], want[n], rtol=1e-5, atol=1e-6, err_msg=n)
+    import threading
+    assert not [t for t in threading.enumerate() if t.name == "alviz-extract-writer"]
+
+
+def test_writer_stage_flushes_grows_and_checks_bounds(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "STAGE_BYTES", 24)  # 2 rows of 3 float32
+    rows = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    w = X._NpyWriter(tmp_path / "a.npy", 10, (3,), np.float32)
+    assert len(w._stage) == 2
+    w.write(0, rows[:1])
+    w.write(1, rows[1:6])  # more than the buffer holds: it grows for this batch
+    w.rows(6, 4).copy_(torch.from_numpy(rows[6:]))
+    with pytest.raises(ValueError, match="rows 9:11 outside 0:10"):
+        w.rows(9, 2)
+    w.close()
+    w.close()  # a second close does nothing
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), rows)
+
+
+def test_writer_reserves_the_file_size_or_falls_back_to_a_hole(tmp_path, monkeypatch):
+    import errno
+
+    w = X._NpyWriter(tmp_path / "a.npy", 1000, (4,), np.float32)
+    size = (tmp_path / "a.npy").stat().st_size
+    assert size == w.offset + 1000 * 16
+    w.close(flush=False)
+
+    def unsupported(fd, off, n):
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(X.os, "posix_fallocate", unsupported, raising=False)
+    w = X._NpyWriter(tmp_path / "b.npy", 5, (2,), np.float32)
+    w.write(0, np.ones((5, 2), np.float32))
+    w.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), np.ones((5, 2)))
+
+    def full(fd, off, n):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(X.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match="No space left"):  # a full disk fails before any row is computed
+        X._NpyWriter(tmp_path / "c.npy", 5, (2,), np.float32)
 
 
 def test_float16(fresh):
@@ -454,14 +531,14 @@ def test_crash_leaves_no_half_written_set(fresh, monkeypatch):
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     calls = []
 
-    def boom(self, start, arr):
+    def boom(self):
         calls.append(1)
         if len(calls) > 3:
             raise RuntimeError("disk on fire")
-        return original(self, start, arr)
+        return original(self)
 
-    original = X._NpyWriter.write
-    monkeypatch.setattr(X._NpyWriter, "write", boom)
+    original = X._NpyWriter.flush
+    monkeypatch.setattr(X._NpyWriter, "flush", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         X.extract_run(run, max_samples=30, force=True, batch_size=5, log=Log())
     assert sorted(p.name for p in (run / "activations").iterdir()) == ["blobs-test"]  # no temp folder left
