@@ -346,9 +346,9 @@ class _NpyWriter:
     rather than half-way, and each later write has less per-page work), else a sparse
     ``ftruncate``. Rows are copied into a staging buffer of about ``STAGE_BYTES`` (at least one
     batch), ``rows(start, count)`` handing out the slots, and each full buffer is written with
-    one ``pwrite`` at its offset. Both choices are measured in bench/bench_extract.py: writing
-    20 MB in 256 KB pieces into a sparse file costs the kernel about 1.5x the CPU time of 1 MB
-    pieces into an allocated one. Rows are written with file writes, not stored through a shared
+    one ``pwrite`` at its offset. Measured here: writing 20 MB in 256 KB pieces into a sparse
+    file costs the kernel about 1.5x the CPU time of 1 MB pieces into an allocated one, and single
+    writes of 2 MB or more cost 8x (see ``checkpoint.write_synced``), hence 1 MiB. Rows are written with file writes, not stored through a shared
     mapping: stores into a fresh mapping fault in every page (about 4x slower per MB here) and
     keep every written page in the process's resident set, so memory would grow with the number
     of samples; file writes go to the page cache and the process stays flat."""
