@@ -161,15 +161,18 @@ import alviz.extract as X
 if {through_mapping}:  # the alternative alviz avoids: stores through the shared mapping
     from numpy.lib.format import open_memmap
 
-    class MapWriter:
-        def __init__(self, path, n, row_shape, dtype):
+    class MapWriter:  # the interface of alviz.extract._NpyWriter
+        def __init__(self, path, n, row_shape, dtype, batch_rows=1):
             self.mm = open_memmap(path, mode="w+", dtype=dtype, shape=(n,) + tuple(row_shape))
             self.row_shape = tuple(row_shape)
+
+        def rows(self, start, count):  # the hooks copy straight into the mapping
+            return torch.from_numpy(self.mm[start:start + count])
 
         def write(self, start, arr):
             self.mm[start:start + len(arr)] = arr
 
-        def close(self):
+        def close(self, flush=True):
             self.mm.flush()
             del self.mm
 

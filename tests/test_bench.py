@@ -62,6 +62,26 @@ def test_suite_quick_train_writes_figures(tmp_path):
     assert "| mlp w256 | 64 | AL |" in r.stdout and "## train" in r.stdout
 
 
+def test_suite_quick_runs_every_other_benchmark(tmp_path):
+    # so that none of them can rot (the train benchmark has its own test above)
+    out = tmp_path / "res.json"
+    r = _run(["bench/run.py", "--quick", "--only", "metrics,extract,analyze,parallel", "--json", str(out)], timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = json.loads(out.read_text())["benchmarks"]
+    assert {k: v["status"] for k, v in b.items()} == dict.fromkeys(("metrics", "extract", "analyze", "parallel"), "ok")
+    ex = b["extract"]["result"]
+    assert {(row["arch"], row["method"], row["layers"]) for row in ex["speed"]} == {
+        (a, m, lay) for a in ("mlp", "cnn") for m, lay in (("bp", "all layers"), ("al", "on-path layers"),
+                                                           ("al", "all layers"))}
+    assert all(_positive(row["ratio_vs_plain"]) for row in ex["speed"])
+    runs = ex["memory"]["runs"]
+    assert {r_["writer"] for r_ in runs} == {"file writes", "through mapping"}
+    assert all(_positive(r_["peak_rss"]) and r_["bytes_written"] > r_["n"] * 4 for r_ in runs)
+    assert _positive(b["analyze"]["result"]["analyze"]["cold_s"])
+    rows = b["parallel"]["result"]["correctness"]["rows"]
+    assert rows and all(row["max_weight_diff"] == 0.0 for row in rows if row["mode"].startswith("pipeline"))
+
+
 def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()
