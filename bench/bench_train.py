@@ -124,7 +124,7 @@ def bench_flops(quick: bool, reps: int) -> list[dict]:
     if quick:
         cases = [("mlp", None, 64)]
     else:
-        cases = [("mlp", None, 256), ("mlp", None, 64), ("mlp", 1024, 256), ("cnn", None, 64)]
+        cases = [("mlp", None, 256), ("mlp", None, 64), ("mlp", 1024, 256), ("cnn", None, 256)]
     shape = (1, 28, 28)
     out = []
     for arch, width, batch in cases:
