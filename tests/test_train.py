@@ -203,3 +203,28 @@ def test_load_errors(tmp_path):
         alviz.load(tmp_path / "nope")
     with pytest.raises(UserError, match="is not an alviz run directory"):
         alviz.load(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["al", "bp"])
+def test_cpu_optimizer_matches_reference_adam_to_the_bit(blobs_cfg, method):
+    from alviz.models import create_model
+    from alviz.train import make_optimizer
+
+    cfg = blobs_cfg.replace(method=method, weight_decay=1e-4)
+    states = []
+    for opt_of in (lambda groups: make_optimizer(groups, cfg, torch.device("cpu")),
+                   lambda groups: torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)):
+        torch.manual_seed(0)
+        model = create_model(cfg, (20,), 5)
+        opt = opt_of(model.param_groups(cfg.lr, cfg.lr_gh_factor))
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            x, y = torch.randn(32, 20, generator=g), torch.randint(0, 5, (32,), generator=g)
+            losses, _ = model.losses(x, y)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+        states.append(model.state_dict())
+    assert len(states[0]) > 4
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
