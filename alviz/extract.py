@@ -538,9 +538,12 @@ def extract_arrays(model: nn.Module, x: torch.Tensor, idx: np.ndarray, names: li
                 pos += len(xb)
         ok = True
     finally:
+        errors: list[BaseException] = []
         if drain is not None:
-            drain.close(raise_error=ok)
-        errors = []
+            try:
+                drain.close(raise_error=ok)
+            except BaseException as e:  # noqa: BLE001 - the writer thread's error; files still get closed
+                errors.append(e)
         for w in writers.values():
             try:
                 w.close(flush=ok and not errors)

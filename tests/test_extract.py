@@ -339,6 +339,24 @@ def test_writer_thread_path_writes_the_same_arrays(fresh, tmp_path, monkeypatch,
     assert not [t for t in threading.enumerate() if t.name == "alviz-extract-writer"]
 
 
+def test_writer_thread_error_is_raised_and_every_file_closed(fresh, tmp_path, monkeypatch):
+    import os
+
+    run = fresh("bp")
+    model, x, y, _ = _direct(run)
+    names = [e.name for e in X.layer_catalogue(model)]
+
+    def boom(self, start, arr):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(X._NpyWriter, "write", boom)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    with pytest.raises(OSError, match="No space left"):
+        X.extract_arrays(model, x, X.select_samples(y, 40), names, tmp_path, batch_size=8, writer_thread=True)
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_writer_stage_flushes_grows_and_checks_bounds(tmp_path, monkeypatch):
     monkeypatch.setattr(X, "STAGE_BYTES", 24)  # 2 rows of 3 float32
     rows = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
