@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -42,7 +41,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Data, augment_batch, load_dataset
@@ -50,8 +48,9 @@ from .errors import UserError
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, run_name
 from .models import create_model, resolve_shape_defaults
 from .models.backbones import output_shapes
-from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, epoch_order, evaluate,
-                    resolve_data, save_epoch, set_lrs, lr_multiplier, make_optimizer, resolve_device)
+from .train import (Diverged, Interrupted, Result, _autocast, _check_resume_config, add_eval_columns, epoch_order,
+                    evaluate, lr_multiplier, make_optimizer, resolve_data, resolve_device, run_meta, save_epoch,
+                    set_lrs)
 
 MODES = ("pipeline", "ddp")
 DEFAULT_TIMEOUT_S = 600.0
@@ -152,6 +151,23 @@ def _is_comm_error(e: BaseException) -> bool:
                                                                  "timeout", "peer", "socket", "broken pipe"))
 
 
+def _epoch_failure(e: BaseException, ctx: DistContext, run: Path, epoch: int, kept: int, where) -> None:
+    """Raise the one-line error of a parallel loop stopped in `epoch` (0-based) by `e`: Ctrl-C, or
+    lost contact with another rank (`where()`: the micro-batch or step); return for anything else,
+    which the caller re-raises as it is."""
+    if isinstance(e, KeyboardInterrupt):
+        raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {kept} in "
+                          f"{run} is kept; continue it by running the same command with --resume") from None
+    if isinstance(e, Exception) and _is_comm_error(e) and not isinstance(e, UserError):
+        raise _lost(ctx, f"in epoch {epoch + 1}, {where()}", run, e) from None
+
+
+def _nonfinite_column(row: dict, keys: list[str], bad_all: torch.Tensor) -> None:
+    """`nonfinite_losses`: the losses that became NaN/inf this epoch (--on-nan continue)."""
+    if bool((bad_all < _NO_BAD).any()):
+        row["nonfinite_losses"] = ",".join(k for k, b in zip(keys, bad_all.tolist()) if b < _NO_BAD)
+
+
 def _lost(ctx: DistContext, where: str, run: Path, e: BaseException) -> PeerFailed:
     return PeerFailed(f"rank {ctx.rank} of {ctx.world_size}: lost contact with another rank {where} "
                       f"({_first_line(e)}); another rank died or hung (timeout {ctx.timeout_s:g}s, "
@@ -245,18 +261,6 @@ def _fault_injector(rank: int):
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-def _run_meta(cfg: TrainConfig, data: Data, augment: bool, device: torch.device) -> dict:
-    # the same keys as alviz.train.train writes (tests compare the two)
-    return {
-        "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
-        "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-        "class_names": data.class_names, "preprocess": data.preprocess, "augment": augment,
-        "alviz_version": __version__, "torch_version": torch.__version__,
-        "python": platform.python_version(), "device": str(device),
-        "n_train": len(data.y_train), "n_test": len(data.y_test),
-    }
-
 
 def _adam_state_tensors(opt: torch.optim.Optimizer, p: torch.Tensor, create: bool) -> list[torch.Tensor]:
     """[step, exp_avg, exp_avg_sq] of parameter `p` (created as zeros when asked)."""
@@ -392,7 +396,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
 
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
-    meta = _run_meta(cfg, data, augment, device)
+    meta = run_meta(cfg, data, augment, device)
     meta["parallel"] = {"mode": "pipeline", "world_size": K, "backend": ctx.backend, "micro_batches": micro_batches,
                         "components": [[i + 1 for i in p] for p in parts],
                         "train_acc": "end-of-epoch model on the training set (a pipeline has no running accuracy)"}
@@ -518,12 +522,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                 row[f"loss_{k}"] = v
             row["train_loss"] = float(sums_all.sum() / n)
             row["train_acc"] = tr["acc"]
-            row["test_acc"] = ev["acc"]
-            for k, a in enumerate(ev.get("exits", []), start=1):
-                row[f"test_acc_exit{k}"] = a
-            row["eval_seconds"] = time.perf_counter() - t_ev
-            if bool((bad_all < _NO_BAD).any()):
-                row["nonfinite_losses"] = ",".join(k for k, b in zip(keys, bad_all.tolist()) if b < _NO_BAD)
+            add_eval_columns(row, ev, time.perf_counter() - t_ev)
+            _nonfinite_column(row, keys, bad_all)
             for r in range(K):
                 row[f"busy_seconds_rank{r}"] = float(busy[r])
             row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
@@ -531,12 +531,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             _set_lrs(full_opt, cfg, mult)
             save_epoch(run, model, full_opt, cfg, meta, history, bar, log, ev["acc"], train_seconds,
                        f", pipeline x{K}")
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
-                          f"{run} is kept; continue it by running the same command with --resume") from None
-    except Exception as e:
-        if _is_comm_error(e) and not isinstance(e, UserError):
-            raise _lost(ctx, f"in epoch {epoch + 1}, micro-batch {u + 1}", run, e) from None
+    except BaseException as e:
+        _epoch_failure(e, ctx, run, epoch, len(history), lambda: f"micro-batch {u + 1}")
         raise
     finally:
         if bar is not None:
@@ -640,7 +636,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
         return None
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
-    meta = _run_meta(cfg, data, augment, device)
+    meta = run_meta(cfg, data, augment, device)
     meta["parallel"] = {"mode": "ddp", "world_size": K, "backend": ctx.backend,
                         "shards": "each batch cut into world_size contiguous shards; same global batch"}
 
@@ -715,20 +711,12 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
             for k, v in zip(keys, (stats[:-1] / n).tolist()):
                 row["train_loss" if k == "loss" else f"loss_{k}"] = v
             row["train_acc"] = float(stats[-1]) / n
-            row["test_acc"] = ev["acc"]
-            for k, a in enumerate(ev.get("exits", []), start=1):
-                row[f"test_acc_exit{k}"] = a
-            row["eval_seconds"] = time.perf_counter() - t_ev
-            if bool((bad_all < _NO_BAD).any()):
-                row["nonfinite_losses"] = ",".join(k for k, b in zip(keys, bad_all.tolist()) if b < _NO_BAD)
+            add_eval_columns(row, ev, time.perf_counter() - t_ev)
+            _nonfinite_column(row, keys, bad_all)
             history.append(row)
             save_epoch(run, model, opt, cfg, meta, history, bar, log, ev["acc"], train_seconds, f", ddp x{K}")
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {len(history)} in "
-                          f"{run} is kept; continue it by running the same command with --resume") from None
-    except Exception as e:
-        if _is_comm_error(e) and not isinstance(e, UserError):
-            raise _lost(ctx, f"in epoch {epoch + 1}, step {step + 1}", run, e) from None
+    except BaseException as e:
+        _epoch_failure(e, ctx, run, epoch, len(history), lambda: f"step {step + 1}")
         raise
     finally:
         if bar is not None:

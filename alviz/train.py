@@ -101,6 +101,27 @@ def resolve_data(cfg: TrainConfig, data: Data | None) -> tuple[Data, bool]:
     return data, augment
 
 
+def run_meta(cfg: TrainConfig, data: Data, augment: bool, device: torch.device) -> dict:
+    """The run-describing keys of meta.json, as every training loop (single-process, pipeline, DDP)
+    writes them."""
+    return {
+        "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
+        "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+        "class_names": data.class_names, "preprocess": data.preprocess, "augment": augment,
+        "alviz_version": __version__, "torch_version": torch.__version__,
+        "python": platform.python_version(), "device": str(device),
+        "n_train": len(data.y_train), "n_test": len(data.y_test),
+    }
+
+
+def add_eval_columns(row: dict, ev: dict, eval_seconds: float) -> None:
+    """An epoch row's evaluation columns: test accuracy, AL's exit accuracies, evaluation time."""
+    row["test_acc"] = ev["acc"]
+    for k, a in enumerate(ev.get("exits", []), start=1):
+        row[f"test_acc_exit{k}"] = a
+    row["eval_seconds"] = eval_seconds
+
+
 def save_epoch(run: Path, model, opt, cfg: TrainConfig, meta: dict, history: list[dict], bar, log,
                test_acc: float, seconds: float, note: str = "") -> None:
     """Checkpoint the epoch just appended to `history` and report it (progress bar or log line)."""
@@ -320,14 +341,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
             return Result.from_history(run, history, 0.0)
     run.mkdir(parents=True, exist_ok=True)
 
-    meta = {
-        "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
-        "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-        "class_names": data.class_names, "preprocess": data.preprocess, "augment": augment,
-        "alviz_version": __version__, "torch_version": torch.__version__,
-        "python": platform.python_version(), "device": str(device),
-        "n_train": len(data.y_train), "n_test": len(data.y_test),
-    }
+    meta = run_meta(cfg, data, augment, device)
 
     x_tr = data.x_train.to(device)
     if channels_last:
@@ -366,10 +380,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
             for k, v in zip(st.keys, st.sums):
                 row["train_loss" if k == "loss" else f"loss_{k}"] = v / n
             row["train_acc"] = st.correct / n
-            row["test_acc"] = ev["acc"]
-            for k, a in enumerate(ev.get("exits", []), start=1):
-                row[f"test_acc_exit{k}"] = a
-            row["eval_seconds"] = time.perf_counter() - t0 - train_seconds
+            add_eval_columns(row, ev, time.perf_counter() - t0 - train_seconds)
             if st.first_bad:
                 row["nonfinite_losses"] = ",".join(k for k in st.keys if k in st.first_bad)
                 log(f"warning: {_nonfinite_what(st.keys, st.first_bad, epoch)}; continuing (--on-nan continue)")

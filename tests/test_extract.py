@@ -1,7 +1,6 @@
 """Tests for alviz.extract: layer catalogue, hooks (capture), extract_run / load_activations, CLI."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
