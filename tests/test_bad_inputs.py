@@ -29,6 +29,20 @@ import alviz
 from alviz import checkpoint as ckpt
 from alviz.cli import main
 
+# a one-epoch AL run of width 8 on the CPU, one thread, no progress bar
+TINY_RUN = ["--method", "al", "--width", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--quiet",
+            "--threads", "1"]
+
+
+def _main(args) -> int:
+    """alviz.cli.main in this process; `--threads` changes torch's thread count, so it is restored."""
+    n = torch.get_num_threads()
+    try:
+        return main(args)
+    finally:
+        torch.set_num_threads(n)
+
+
 HAS_CUDA = torch.cuda.is_available()
 CUDA = f"cuda:{torch.cuda.device_count()}" if HAS_CUDA else "cuda"  # a device that is not there
 CUDA_MSG = "does not exist; this machine has" if HAS_CUDA else "no CUDA device is available; use --device cpu or auto"
@@ -71,13 +85,7 @@ def world(tmp_path_factory):
     (w / "file.txt").write_text("a regular file, not a folder\n")
     (w / "notarun").mkdir()
     (w / "notarun" / "notes.txt").write_text("hello\n")
-    n = torch.get_num_threads()
-    try:
-        assert main(["train", "--dataset", f"npz:{d / 'tiny.npz'}", "--method", "al", "--width", "8", "--epochs",
-                     "1", "--batch-size", "32", "--device", "cpu", "--quiet", "--threads", "1",
-                     "--out", str(w / "exp")]) == 0
-    finally:
-        torch.set_num_threads(n)
+    assert _main(["train", "--dataset", f"npz:{d / 'tiny.npz'}", *TINY_RUN, "--out", str(w / "exp")]) == 0
     run = w / "exp" / "al-seed0"
     nan_run = w / "nan-exp" / "al-seed0"
     nan_run.parent.mkdir()
@@ -249,11 +257,7 @@ def test_bad_input_in_process(case, world, capsys, monkeypatch):
     cmd, expected = CASES[case]
     before = snapshot(world)
     capsys.readouterr()
-    n = torch.get_num_threads()
-    try:
-        code = main(command(world, cmd))
-    finally:
-        torch.set_num_threads(n)
+    code = _main(command(world, cmd))
     assert code == 2, capsys.readouterr().err
     assert_one_line_error(capsys.readouterr().err, expected)
     assert_unchanged(before, world)
@@ -297,13 +301,7 @@ def test_a_sample_count_larger_than_the_data_is_clipped_with_a_notice(world, cap
 
 def test_a_class_with_a_single_sample_is_not_an_error(world, capsys, tmp_path):
     p = _paths(world)
-    n = torch.get_num_threads()
-    try:
-        assert main(["train", "--dataset", f"npz:{p['singleton']}", "--method", "al", "--width", "8", "--epochs",
-                     "1", "--batch-size", "32", "--device", "cpu", "--quiet", "--threads", "1",
-                     "--out", str(tmp_path / "e")]) == 0
-    finally:
-        torch.set_num_threads(n)
+    assert _main(["train", "--dataset", f"npz:{p['singleton']}", *TINY_RUN, "--out", str(tmp_path / "e")]) == 0
     run = tmp_path / "e" / "al-seed0"
     meta = ckpt.read_meta(run)
     assert meta["num_classes"] == 4 and (meta["n_train"], meta["n_test"]) == (199, 51)  # 17 test samples a class
