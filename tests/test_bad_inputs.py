@@ -34,15 +34,6 @@ TINY_RUN = ["--method", "al", "--width", "8", "--epochs", "1", "--batch-size", "
             "--threads", "1"]
 
 
-def _main(args) -> int:
-    """alviz.cli.main in this process; `--threads` changes torch's thread count, so it is restored."""
-    n = torch.get_num_threads()
-    try:
-        return main(args)
-    finally:
-        torch.set_num_threads(n)
-
-
 HAS_CUDA = torch.cuda.is_available()
 CUDA = f"cuda:{torch.cuda.device_count()}" if HAS_CUDA else "cuda"  # a device that is not there
 CUDA_MSG = "does not exist; this machine has" if HAS_CUDA else "no CUDA device is available; use --device cpu or auto"
@@ -57,7 +48,7 @@ def _blobs(n=250, c=3, d=8, seed=0):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, cli_main):
     """A folder with data files, config files, a trained 3-class run and a run with NaN weights."""
     w = tmp_path_factory.mktemp("world")
     x, y = _blobs()
@@ -85,7 +76,7 @@ def world(tmp_path_factory):
     (w / "file.txt").write_text("a regular file, not a folder\n")
     (w / "notarun").mkdir()
     (w / "notarun" / "notes.txt").write_text("hello\n")
-    assert _main(["train", "--dataset", f"npz:{d / 'tiny.npz'}", *TINY_RUN, "--out", str(w / "exp")]) == 0
+    assert cli_main(["train", "--dataset", f"npz:{d / 'tiny.npz'}", *TINY_RUN, "--out", str(w / "exp")]) == 0
     run = w / "exp" / "al-seed0"
     nan_run = w / "nan-exp" / "al-seed0"
     nan_run.parent.mkdir()
@@ -252,12 +243,12 @@ def test_the_catalogue_is_large_enough():
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c not in SUBPROCESS])
-def test_bad_input_in_process(case, world, capsys, monkeypatch):
+def test_bad_input_in_process(case, world, capsys, monkeypatch, cli_main):
     monkeypatch.chdir(world)
     cmd, expected = CASES[case]
     before = snapshot(world)
     capsys.readouterr()
-    code = _main(command(world, cmd))
+    code = cli_main(command(world, cmd))
     assert code == 2, capsys.readouterr().err
     assert_one_line_error(capsys.readouterr().err, expected)
     assert_unchanged(before, world)
@@ -272,14 +263,14 @@ def test_bad_input_subprocess(case, world, subprocesses):
     assert_unchanged(before, world)
 
 
-def test_output_folder_without_write_permission(world, capsys, tmp_path):
+def test_output_folder_without_write_permission(world, capsys, tmp_path, cli_main):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("this user (root) can write to a read-only folder; covered by out-under-a-file")
-        code = main(command(world, "train --dataset npz:{tiny} {T}") + ["--out", str(locked / "exp")])
+        code = cli_main(command(world, "train --dataset npz:{tiny} {T}") + ["--out", str(locked / "exp")])
         assert code == 2
         assert_one_line_error(capsys.readouterr().err, ["locked is not writable by this user",
                                                         "choose a folder you can write to"])
@@ -299,9 +290,9 @@ def test_a_sample_count_larger_than_the_data_is_clipped_with_a_notice(world, cap
     assert json.loads((folder / "manifest.json").read_text())["n_samples"] == n_test == 51
 
 
-def test_a_class_with_a_single_sample_is_not_an_error(world, capsys, tmp_path):
+def test_a_class_with_a_single_sample_is_not_an_error(world, capsys, tmp_path, cli_main):
     p = _paths(world)
-    assert _main(["train", "--dataset", f"npz:{p['singleton']}", *TINY_RUN, "--out", str(tmp_path / "e")]) == 0
+    assert cli_main(["train", "--dataset", f"npz:{p['singleton']}", *TINY_RUN, "--out", str(tmp_path / "e")]) == 0
     run = tmp_path / "e" / "al-seed0"
     meta = ckpt.read_meta(run)
     assert meta["num_classes"] == 4 and (meta["n_train"], meta["n_test"]) == (199, 51)  # 17 test samples a class

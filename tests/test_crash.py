@@ -69,14 +69,10 @@ def assert_same_weights(a: dict, b: dict):
 
 
 @pytest.fixture(scope="module")
-def reference(npz, tmp_path_factory):
+def reference(npz, tmp_path_factory, cli_main):
     """Weights of the uninterrupted run (in-process, one thread, like the subprocesses)."""
-    n = torch.get_num_threads()
     out = tmp_path_factory.mktemp("ref") / "exp"
-    try:
-        assert main(train_args(npz, out)) == 0
-    finally:
-        torch.set_num_threads(n)
+    assert cli_main(train_args(npz, out)) == 0
     return weights(out / "al-seed0")
 
 
@@ -292,18 +288,14 @@ ANALYZE = ["--no-tsne", "--train-samples", "100", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def background(npz, tmp_path_factory):
+def background(npz, tmp_path_factory, cli_main):
     """Subprocesses started together before the first test, running while the others do: runs
     killed at each point of KILLS, a run that gets Ctrl-C in epoch 3, and two `alviz analyze` of
     one experiment into one report folder."""
     root = tmp_path_factory.mktemp("bg")
-    n = torch.get_num_threads()
     exp = root / "tiny-exp"
-    try:
-        assert main(["train", "--dataset", f"npz:{npz}", "--width", "8", "--epochs", "1", "--batch-size", "20",
+    assert cli_main(["train", "--dataset", f"npz:{npz}", "--width", "8", "--epochs", "1", "--batch-size", "20",
                      "--device", "cpu", "--quiet", "--threads", "1", "--out", str(exp)]) == 0
-    finally:
-        torch.set_num_threads(n)
     procs = {"ctrl-c": (Cli(train_args(npz, root / "int"), root / "log-int", fault="step:25:sigint"), root / "int")}
     for i, fault in enumerate(KILLS):
         procs[fault] = (Cli(train_args(npz, root / f"kill{i}"), root / f"log-kill{i}", fault=fault), root / f"kill{i}")

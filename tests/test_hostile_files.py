@@ -39,20 +39,16 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def base(tmp_path_factory, cli_main):
     """A trained 3-class AL run (1 epoch) with its test activations extracted, and its data."""
     root = tmp_path_factory.mktemp("base")
     rng = np.random.default_rng(0)
     y = np.arange(150) % 3
     x = (rng.normal(0, 3, (3, 6))[y] + rng.normal(0, 1, (150, 6))).astype(np.float32)
     np.savez(root / "tiny.npz", x=x, y=y)
-    n = torch.get_num_threads()
-    try:
-        assert main(["train", "--dataset", f"npz:{root / 'tiny.npz'}", "--method", "al", "--width", "8",
+    assert cli_main(["train", "--dataset", f"npz:{root / 'tiny.npz'}", "--method", "al", "--width", "8",
                      "--epochs", "1", "--batch-size", "30", "--device", "cpu", "--quiet", "--threads", "1",
                      "--out", str(root / "exp")]) == 0
-    finally:
-        torch.set_num_threads(n)
     run = root / "exp" / "al-seed0"
     assert main(["extract", str(run), "--device", "cpu"]) == 0
     return run
