@@ -49,8 +49,9 @@ buffer (``_NpyWriter``). On the CPU the hooks copy their rows straight into thos
 the buffers are written between batches; on a GPU the hooks start asynchronous copies to the
 host and a writer thread waits for them and writes while the next batch is computed, so the GPU
 is not stopped between batches (its queue holds a few batches). Memory stays flat however many
-samples; nothing accumulates in lists. The set is written into a temporary folder and renamed into place when complete, with
-``manifest.json`` written last, so a crash never leaves a set that looks complete.
+samples; nothing accumulates in lists. The set is written into a temporary folder and renamed
+into place when complete, with ``manifest.json`` written last, so a crash never leaves a set
+that looks complete.
 
 Reuse: a folder is reused when its manifest holds the same ``SETTING_KEYS`` (format, sha256 of
 model.safetensors, data set (npz: absolute path and sha256 of the file), split, test_fraction,
@@ -97,7 +98,7 @@ from numpy.lib import format as npformat
 from torch import nn
 
 from . import __version__
-from .checkpoint import fsync_path, read_json
+from .checkpoint import WRITE_CHUNK, fsync_path, read_json
 from .errors import UserError, choice_error
 
 FORMAT = "alviz-activations/1"
@@ -335,7 +336,7 @@ def _batches(x: torch.Tensor, idx: np.ndarray, batch_size: int) -> Iterator[torc
 
 # --------------------------------------------------------------------------- writing
 
-STAGE_BYTES = 1 << 20  # rows are gathered into about this many bytes per file write
+STAGE_BYTES = WRITE_CHUNK  # rows are gathered into about this many bytes per file write
 
 
 class _NpyWriter:
@@ -345,13 +346,15 @@ class _NpyWriter:
     file system supports it (the blocks are reserved now, so a full disk fails at the start
     rather than half-way, and each later write has less per-page work), else a sparse
     ``ftruncate``. Rows are copied into a staging buffer of about ``STAGE_BYTES`` (at least one
-    batch), ``rows(start, count)`` handing out the slots, and each full buffer is written with
-    one ``pwrite`` at its offset. Measured here: writing 20 MB in 256 KB pieces into a sparse
-    file costs the kernel about 1.5x the CPU time of 1 MB pieces into an allocated one, and single
-    writes of 2 MB or more cost 8x (see ``checkpoint.write_synced``), hence 1 MiB. Rows are written with file writes, not stored through a shared
-    mapping: stores into a fresh mapping fault in every page (about 4x slower per MB here) and
-    keep every written page in the process's resident set, so memory would grow with the number
-    of samples; file writes go to the page cache and the process stays flat."""
+    batch), ``rows(start, count)`` handing out the slots, and each full buffer is written at its
+    offset with ``pwrite`` in pieces of at most ``checkpoint.WRITE_CHUNK`` (a batch larger than
+    that, e.g. a flattened map, still goes in 1 MiB pieces). Measured here: writing 20 MB in
+    256 KB pieces into a sparse file costs the kernel about 1.7x the CPU time of 1 MiB pieces into
+    an allocated one, and single writes of 2 MB or more cost 8x (see ``checkpoint.write_synced``).
+    Rows are written with file writes, not stored through a shared mapping: stores into a fresh
+    mapping fault in every page (about 4x slower per MB here) and keep every written page in the
+    process's resident set, so memory would grow with the number of samples; file writes go to
+    the page cache and the process stays flat."""
 
     def __init__(self, path: Path, n: int, row_shape: tuple, dtype: np.dtype, batch_rows: int = 1):
         self.path = path
@@ -409,7 +412,8 @@ class _NpyWriter:
         pos = self.offset + self._start * self.row_bytes
         self._fill = 0
         while len(buf):
-            k = os.pwrite(self._fd, buf, pos) if hasattr(os, "pwrite") else _seek_write(self._fd, buf, pos)
+            piece = buf[:WRITE_CHUNK]
+            k = os.pwrite(self._fd, piece, pos) if hasattr(os, "pwrite") else _seek_write(self._fd, piece, pos)
             buf, pos = buf[k:], pos + k
 
     def close(self, *, flush: bool = True) -> None:

@@ -371,6 +371,26 @@ def test_writer_stage_flushes_grows_and_checks_bounds(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), rows)
 
 
+def test_writer_writes_a_large_stage_in_pieces(tmp_path, monkeypatch):
+    import os
+
+    sizes = []
+    real = os.pwrite
+
+    def pwrite(fd, buf, pos):
+        sizes.append(len(buf))
+        return real(fd, buf, pos)
+
+    monkeypatch.setattr(X, "WRITE_CHUNK", 40)
+    monkeypatch.setattr(X.os, "pwrite", pwrite)
+    rows = np.arange(9 * 5, dtype=np.float32).reshape(9, 5)  # 20 bytes a row, one batch of 180
+    w = X._NpyWriter(tmp_path / "a.npy", 9, (5,), np.float32, batch_rows=9)
+    w.write(0, rows)
+    w.close()
+    assert sizes == [40, 40, 40, 40, 20]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), rows)
+
+
 def test_writer_reserves_the_file_size_or_falls_back_to_a_hole(tmp_path, monkeypatch):
     import errno
 
