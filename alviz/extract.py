@@ -369,6 +369,9 @@ class _NpyWriter:
                                                      "fortran_order": False, "shape": (self.n,) + self.row_shape})
                 self.offset = fh.tell()
             _reserve(self._fd, self.offset + self.n * self.row_bytes)
+        except OSError as e:  # say which file (a full disk: the CLI's one-line error names it)
+            os.close(self._fd)
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         except BaseException:
             os.close(self._fd)
             raise

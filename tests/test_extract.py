@@ -698,6 +698,22 @@ def test_cli_extract(fresh, capsys):
     assert "unknown split 'val'" in capsys.readouterr().err
 
 
+def test_cli_extract_disk_full_is_one_line_and_leaves_nothing(fresh, capsys, monkeypatch):
+    import errno
+
+    run = fresh("bp")
+
+    def full(fd, off, n):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(X.os, "posix_fallocate", full, raising=False)
+    assert main(["extract", str(run), "--max-samples", "20", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("alviz: error: cannot write ")
+    assert ".npy: No space left on device; give paths" in err
+    assert not (run / "activations").exists() or list((run / "activations").iterdir()) == []
+
+
 def test_cli_extract_experiment_checks_every_run_first(fresh, capsys):
     al, bp = fresh("al"), fresh("bp")
     assert main(["extract", str(al.parent), "--layers", "bridge1"]) == 2
