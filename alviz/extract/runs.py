@@ -35,9 +35,9 @@ from ..errors import UserError, choice_error
 from ..sampling import stratified_sample
 from .hooks import POOLS, describe_layers
 from .layers import layer_catalogue, parse_layers, select_layers
-from .store import (ACTIVATIONS_DIR, DTYPES, FORMAT, IDS_FILE, LABELS_FILE, MANIFEST, SAMPLE_SEED, SETTING_KEYS,
-                    SPLITS, load_activations)
-from .writer import extract_arrays
+from .store import (ACTIVATIONS_DIR, CONF_FILE, DTYPES, FORMAT, IDS_FILE, LABELS_FILE, MANIFEST, PRED_FILE,
+                    SAMPLE_SEED, SETTING_KEYS, SPLITS, load_activations)
+from .writer import Predictions, extract_arrays
 
 
 def select_samples(y: np.ndarray, max_samples: int | None, log: Callable = print, what: str = "the split") -> np.ndarray:
@@ -151,7 +151,8 @@ def _stale_reason(manifest: dict, settings: dict) -> str | None:
     return None
 
 
-def _existing(final: Path, settings: dict, names: list[str], force: bool) -> tuple[bool, str]:
+def _existing(final: Path, settings: dict, names: list[str], force: bool,
+              predictions: bool = False) -> tuple[bool, str]:
     """(reusable?, why) for the folder `final`."""
     if not final.exists() and not final.is_symlink():
         return False, ""
@@ -172,6 +173,8 @@ def _existing(final: Path, settings: dict, names: list[str], force: bool) -> tup
     missing = [n for n in names if n not in have.layers]
     if missing:
         return False, f"holds other layers (not {', '.join(missing)})"
+    if predictions and have.pred is None:
+        return False, "written before alviz stored each sample's prediction (pred.npy, conf.npy)"
     extra = len(have.layers) - len(names)
     more = f", and {extra} more" if extra > 0 else ""
     return True, (f"reusing {final} (same checkpoint and settings; it holds the {len(names)} requested "
@@ -179,7 +182,8 @@ def _existing(final: Path, settings: dict, names: list[str], force: bool) -> tup
 
 
 def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples=None, dtype="float32",
-                pool="gap", batch_size=256, force=False, device="cpu", log=print, data_dir=None) -> Path:
+                pool="gap", batch_size=256, force=False, device="cpu", log=print, data_dir=None,
+                predictions=False) -> Path:
     """Extract the hidden layers of a trained run into `RUN/activations/<dataset-slug>-<split>/`
     and return that folder.
 
@@ -192,11 +196,16 @@ def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples
     stale one is replaced. `data_dir`: where torchvision data sets live (default: the run's).
     Two processes extracting from one run take turns (an flock on the run folder), so the second
     reuses the first one's set instead of replacing it while it is read.
+
+    Every set written now also holds the run's own prediction per sample (``pred.npy``, int64,
+    argmax of the class scores; ``conf.npy``, float32, softmax probability of that class), from
+    the same forward pass. `predictions`: when True, a set written before that change (no
+    ``pred.npy``) is extracted again; when False it is reused as it is.
     """
     with _run_lock(run_dir):
         return _extract_run(run_dir, dataset=dataset, split=split, layers=layers, max_samples=max_samples,
                             dtype=dtype, pool=pool, batch_size=batch_size, force=force, device=device, log=log,
-                            data_dir=data_dir)
+                            data_dir=data_dir, predictions=predictions)
 
 
 @contextmanager
@@ -218,7 +227,7 @@ def _run_lock(run_dir):
 
 
 def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, batch_size, force, device, log,
-                 data_dir) -> Path:
+                 data_dir, predictions=False) -> Path:
     _check_args(split, dtype, pool, batch_size, max_samples)
     if isinstance(layers, str):
         layers = parse_layers(layers)
@@ -240,7 +249,7 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
     root = run.path / ACTIVATIONS_DIR
     final = root / f"{dataset_slug(name)}-{split}"
     _clean_leftovers(root)
-    reuse, why = _existing(final, settings, names, force)
+    reuse, why = _existing(final, settings, names, force, predictions)
     if reuse:
         log(why)
         return final
@@ -266,9 +275,12 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
         import time
 
         t0 = time.perf_counter()
+        preds = Predictions(len(idx))
         shapes = extract_arrays(run.model, x, idx, names, tmp, pool=pool, dtype=dtype,
-                                batch_size=batch_size, device=dev)
+                                batch_size=batch_size, device=dev, predictions=preds)
         seconds = time.perf_counter() - t0
+        np.save(tmp / PRED_FILE, preds.pred)
+        np.save(tmp / CONF_FILE, preds.conf)
         np.save(tmp / LABELS_FILE, y_np[idx].astype(np.int64))
         np.save(tmp / IDS_FILE, np.asarray(ids)[idx].astype(np.int64))
         entries = []
@@ -281,7 +293,7 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
             "n_samples": int(len(idx)),
             "sampling": "stratified (alviz.sampling.stratified_sample, seed 0) of the split; all when "
                         "max_samples is null or at least the split's size",
-            "labels_file": LABELS_FILE, "ids_file": IDS_FILE,
+            "labels_file": LABELS_FILE, "ids_file": IDS_FILE, "pred_file": PRED_FILE, "conf_file": CONF_FILE,
             "layers": entries,
             "dataset_name": name,
             "num_classes": n_cls, "class_names": run.meta.get("class_names"),

@@ -4,7 +4,9 @@ reader, ``load_activations(folder)``, which returns read-only memmaps.
 ``manifest.json`` (format ``alviz-activations/1``): the ``SETTING_KEYS`` (format, sha256 of
 model.safetensors, data set (npz: absolute path and sha256 of the file), split, test_fraction,
 max_samples as asked, sample seed, dtype, pool), ``n_samples``, ``sampling``, ``labels_file``,
-``ids_file`` (file names in the folder), ``layers`` (a list, in catalogue order, of ``{name,
+``ids_file`` (file names in the folder), ``pred_file``, ``conf_file`` (the run's own prediction
+per sample: int64 argmax of the class scores and float32 softmax probability of that class, in
+the row order of ``ids``; absent from sets written before alviz stored them), ``layers`` (a list, in catalogue order, of ``{name,
 role, position, on_path, match, file, shape: [N, D], output_shape: per-sample shape before
 pooling}``), ``dataset_name`` (as given), ``num_classes``, ``class_names``, ``method``, ``arch``,
 ``seed``, ``epoch``, ``checkpoint``, ``batch_size``, ``device``, ``seconds``, ``alviz_version``,
@@ -30,6 +32,8 @@ FORMAT = "alviz-activations/1"
 MANIFEST = "manifest.json"
 LABELS_FILE = "labels.npy"
 IDS_FILE = "ids.npy"
+PRED_FILE = "pred.npy"
+CONF_FILE = "conf.npy"
 ACTIVATIONS_DIR = "activations"
 DTYPES = ("float32", "float16")
 SPLITS = ("train", "test", "all")
@@ -41,13 +45,17 @@ SETTING_KEYS = ("format", "checkpoint_sha256", "dataset", "data_sha256", "split"
 
 @dataclass
 class Activations:
-    """An activation set read back: `layers` maps name -> read-only (N, D) memmap."""
+    """An activation set read back: `layers` maps name -> read-only (N, D) memmap; `pred` (int64)
+    and `conf` (float32) are the run's own prediction and its softmax confidence per sample, in
+    the row order of `ids` (None for a set written before alviz stored them)."""
 
     folder: Path
     manifest: dict
     labels: np.ndarray
     ids: np.ndarray
     layers: dict[str, np.ndarray]
+    pred: np.ndarray | None = None
+    conf: np.ndarray | None = None
 
     def info(self, name: str) -> dict:
         """The manifest entry of layer `name` (role, position, on_path, match, shape, ...)."""
@@ -124,6 +132,23 @@ def load_activations(folder) -> Activations:
         if arr.shape != (n,) or arr.dtype.kind not in "iu":
             raise UserError(f"{where}: {what} must be {n} integers; the file holds {arr.dtype} {arr.shape}")
 
+    pred = conf = None
+    if ("pred_file" in manifest) != ("conf_file" in manifest):
+        raise UserError(f"{where}: pred_file and conf_file come together; received only one of them")
+    if "pred_file" in manifest:
+        pred = _np_load(_inside(folder, manifest["pred_file"], where), where)
+        conf = _np_load(_inside(folder, manifest["conf_file"], where), where)
+        if pred.shape != (n,) or pred.dtype != np.int64:
+            raise UserError(f"{where}: pred must be {n} int64 class indices; the file holds {pred.dtype} {pred.shape}")
+        if conf.shape != (n,) or conf.dtype != np.float32:
+            raise UserError(f"{where}: conf must be {n} float32 probabilities; the file holds {conf.dtype} {conf.shape}")
+        n_cls = manifest.get("num_classes")
+        if n and (pred.min() < 0 or (isinstance(n_cls, int) and pred.max() >= n_cls)):
+            raise UserError(f"{where}: pred holds class {int(pred.min() if pred.min() < 0 else pred.max())}; "
+                            f"allowed: 0..{(n_cls - 1) if isinstance(n_cls, int) else 'C-1'}")
+        if n and not (np.isfinite(conf).all() and conf.min() >= 0 and conf.max() <= 1):
+            raise UserError(f"{where}: conf must hold probabilities in [0, 1]; the file holds values outside it")
+
     layers: dict[str, np.ndarray] = {}
     dtype = np.dtype(manifest["dtype"])
     for e in entries:
@@ -140,4 +165,4 @@ def load_activations(folder) -> Activations:
         if arr.shape[0] != n:
             raise UserError(f"{where}: layer {name!r} has {arr.shape[0]} rows; n_samples is {n}")
         layers[name] = arr
-    return Activations(folder, manifest, labels, ids, layers)
+    return Activations(folder, manifest, labels, ids, layers, pred, conf)

@@ -180,8 +180,8 @@ class _Drain:
             try:
                 if event is not None:
                     event.synchronize()
-                for writer, t in parts:
-                    writer.write(start, t.numpy())
+                for writer, *t in parts:
+                    writer.write(start, *(a.numpy() for a in t))
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
                 self.error = e
 
@@ -197,12 +197,36 @@ class _Drain:
             raise self.error
 
 
+class Predictions:
+    """The run's own prediction per sample, filled batch by batch from the same forward pass that
+    fills the layers: ``pred`` (int64, argmax of the class scores) and ``conf`` (float32, softmax
+    probability of the predicted class). N * 12 bytes in memory (600 KB for 50,000 samples)."""
+
+    def __init__(self, n: int):
+        self.pred = np.zeros(n, np.int64)
+        self.conf = np.zeros(n, np.float32)
+
+    @staticmethod
+    def of(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pred, conf) of a batch of class scores, computed on their device."""
+        p = torch.softmax(scores.detach().float().flatten(1), dim=1)
+        conf, pred = p.max(dim=1)
+        return pred.to(torch.int64), conf.to(torch.float32)
+
+    def write(self, start: int, pred: np.ndarray, conf: np.ndarray) -> None:
+        self.pred[start:start + len(pred)] = pred
+        self.conf[start:start + len(conf)] = conf
+
+
 def extract_arrays(model: nn.Module, x: torch.Tensor, idx: np.ndarray, names: list[str], folder: Path, *,
                    pool: str = "gap", dtype: str = "float32", batch_size: int = 256,
-                   device: torch.device | str = "cpu", writer_thread: bool | None = None) -> dict[str, tuple]:
+                   device: torch.device | str = "cpu", writer_thread: bool | None = None,
+                   predictions: Predictions | None = None) -> dict[str, tuple]:
     """The inner loop: run `model` over x[idx] in batches and stream each layer of `names` into
     `folder/<name>.npy` (created). Returns name -> row shape stored. `writer_thread`: write from a
-    background thread (None: when `device` is not the CPU).
+    background thread (None: when `device` is not the CPU). `predictions` (a ``Predictions`` of
+    len(idx) rows), when given, receives each sample's prediction and confidence, taken from the
+    output of the same ``model(x)`` call that fills the layers (no second pass).
 
     On the CPU each hook copies its rows straight into the file's staging buffer (`_NpyWriter.rows`:
     that copy is the detached copy `capture` would make, with no tensor allocated per batch) and
@@ -238,16 +262,22 @@ def extract_arrays(model: nn.Module, x: torch.Tensor, idx: np.ndarray, names: li
             for xb in _batches(x, idx, batch_size):
                 acts.clear()
                 seen.clear()
-                model(xb.to(dev, non_blocking=cuda))
+                scores = model(xb.to(dev, non_blocking=cuda))
+                pc = Predictions.of(scores) if predictions is not None else None
+                if pc is not None and not threaded:
+                    predictions.write(pos, pc[0].numpy(), pc[1].numpy())
                 missing = [n for n in names if n not in (acts if threaded else seen)]
                 if missing:
                     raise RuntimeError(f"layer {missing[0]!r} was not computed by the forward pass")
                 if threaded:
+                    parts = [(writer(n, acts[n]), acts[n]) for n in names]
+                    if pc is not None:
+                        parts.append((predictions, *(t.to("cpu", non_blocking=cuda) for t in pc)))
                     event = None
-                    if cuda:
+                    if cuda:  # recorded after every copy above, so the writer waits for all of them
                         event = torch.cuda.Event()
                         event.record()
-                    drain.put((event, pos, [(writer(n, acts[n]), acts[n]) for n in names]))
+                    drain.put((event, pos, parts))
                 pos += len(xb)
         ok = True
     finally:
