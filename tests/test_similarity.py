@@ -1,0 +1,140 @@
+"""Known answers for alviz.similarity (CKA, Procrustes, k-NN overlap, group bootstrap) and
+alviz.uncertainty (stratified bootstrap, Clopper-Pearson, McNemar, paired verdicts)."""
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from alviz import similarity as S
+from alviz import uncertainty as U
+
+
+def _data(n=200, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+
+
+def test_cka_invariances_rotation_scale_translation():
+    X = _data()
+    Q = ortho_group.rvs(12, random_state=1)
+    for Y in (X @ Q, 3.7 * X, X + 5.0, 0.1 * (X @ Q) - 2.0):
+        assert S.cka(X, Y) == pytest.approx(1.0, abs=1e-10)
+        assert S.cka(X, Y, debiased=False) == pytest.approx(1.0, abs=1e-10)
+        assert S.procrustes(X, Y) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cka_matches_the_brute_force_gram_version_biased_and_unbiased():
+    X = _data(60, 7)
+    Y = np.tanh(X[:, :5] @ np.random.default_rng(3).normal(size=(5, 9))) + 0.3 * _data(60, 9, 4)
+    for deb in (True, False):
+        assert S.cka(X, Y, debiased=deb) == pytest.approx(S.cka_gram(X, Y, debiased=deb), rel=1e-9)
+    assert S.cka(X, Y) != pytest.approx(S.cka(X, Y, debiased=False), rel=1e-3)
+
+
+def test_unbiased_cka_is_near_zero_on_independent_data_where_the_biased_is_not():
+    rng = np.random.default_rng(0)
+    b, u = [], []
+    for _ in range(100):
+        X, Y = rng.normal(size=(32, 10)), rng.normal(size=(32, 10))
+        b.append(S.cka(X, Y, debiased=False))
+        u.append(S.cka(X, Y))
+    assert 0.15 < np.mean(b) < 0.3         # the biased estimator's inflation (~0.24 here)
+    assert abs(np.mean(u)) < 0.02          # unbiased: mean ~0 (s.d. of one value ~0.05)
+
+
+def test_streaming_in_chunks_gives_the_same_value(monkeypatch):
+    X, Y = _data(500, 20), _data(500, 16, 2)
+    whole = S.cka(X, Y)
+    monkeypatch.setattr(S, "_BUDGET", 8 * 40 * 7)  # a few rows per chunk
+    assert S.cka(X, Y) == pytest.approx(whole, rel=1e-12)
+    assert S.cka(X.astype(np.float32), Y) == pytest.approx(whole, rel=1e-5)
+
+
+def test_tiny_batches_and_constant_layers_are_refused_not_nan():
+    X = _data(3, 4)
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        S.cka(X, X)
+    with pytest.raises(ValueError, match="undefined"):
+        S.cka(np.ones((10, 3)), _data(10, 3))
+    with pytest.raises(ValueError, match="same samples"):
+        S.cka(_data(10, 3), _data(11, 3))
+
+
+def test_similarity_and_distance_point_the_right_way():
+    X = _data(300, 10)
+    rng = np.random.default_rng(5)
+    near, far = X + 0.1 * rng.normal(size=X.shape), rng.normal(size=X.shape)
+    assert S.cka(X, near) > S.cka(X, far)                      # CKA: a similarity
+    assert S.procrustes(X, near) < S.procrustes(X, far)        # Procrustes: a distance
+    assert 0 <= S.procrustes(X, far) <= math.pi / 2
+    assert S.SIM_MEASURES["cka"][1] and not S.SIM_MEASURES["procrustes"][1]
+
+
+def test_knn_sets_and_overlap_against_brute_force():
+    X = _data(80, 5)
+    nx = S.knn_sets(X, 4)
+    D = ((X[:, None] - X[None]) ** 2).sum(-1)
+    np.fill_diagonal(D, np.inf)
+    ref = np.argsort(D, axis=1)[:, :4]
+    assert all(set(a) == set(b) for a, b in zip(nx, ref))
+    assert S.knn_overlap(nx, S.knn_sets(2 * X + 1, 4)).mean() == 1.0
+    assert S.knn_overlap(nx, S.knn_sets(np.random.default_rng(1).normal(size=X.shape), 4)).mean() < 0.3
+
+
+def test_matrices_and_group_bootstrap():
+    X = _data(400, 8)
+    y = np.arange(400) % 4
+    m = S.similarity_matrices({"a1": X, "a2": X[:, :4]}, {"b1": X @ ortho_group.rvs(8, random_state=0)}, k=5)
+    assert m["cka"].shape == (2, 1) and m["cka"][0, 0] == pytest.approx(1.0)
+    a, b = m["stats_a"]["a2"], m["stats_b"]["b1"]
+    # a replicate of all groups once is the full-sample value
+    g = S._groups(y, 20, 0)
+    gs, ga, gb = S._GroupStats(a, b, g, 20), S._GroupStats(a, a, g, 20), S._GroupStats(b, b, g, 20)
+    one = np.ones((1, 20))
+    full = gs.hsic_u(one)[0] / math.sqrt(ga.hsic_u(one)[0] * gb.hsic_u(one)[0])
+    assert full == pytest.approx(m["cka"][1, 0], rel=1e-9)
+    reps = S.group_bootstrap(a, b, y, n_boot=100, n_groups=20, procrustes_boot=10)
+    lo, hi = U.percentile_interval(reps["cka"])
+    assert lo < m["cka"][1, 0] < hi and hi - lo < 0.5
+    assert len(reps["procrustes"]) == 10
+
+
+def test_stratified_bootstrap_counts():
+    y = np.array([0] * 30 + [1] * 10 + [2] * 5)
+    W = U.bootstrap_counts(y, 50, seed=3)
+    assert W.shape == (50, 45) and (W.sum(1) == 45).all()
+    for c, n in ((0, 30), (1, 10), (2, 5)):
+        assert (W[:, y == c].sum(1) == n).all()
+    np.testing.assert_array_equal(W, U.bootstrap_counts(y, 50, seed=3))
+    v = np.arange(45.0)
+    assert U.boot_mean(v, np.ones((1, 45)))[0] == pytest.approx(v.mean())
+
+
+def test_clopper_pearson_known_values():
+    lo, hi = U.clopper_pearson(950, 1000)
+    assert lo == pytest.approx(0.9346, abs=1e-3) and hi == pytest.approx(0.9628, abs=1e-3)
+    assert U.clopper_pearson(0, 10)[0] == 0.0 and U.clopper_pearson(10, 10)[1] == 1.0
+    assert U.clopper_pearson(0, 10)[1] == pytest.approx(1 - 0.025 ** 0.1, rel=1e-9)
+
+
+def test_mcnemar_and_paired_verdicts():
+    a = np.array([True] * 90 + [False] * 10)
+    b = a.copy()
+    b[:1] = False  # one sample apart: no detectable difference
+    assert U.mcnemar_verdict(a, b)["better"] == U.NO_DIFFERENCE
+    b[:30] = False
+    v = U.mcnemar_verdict(a, b)
+    assert v["better"] == "A" and v["a_only"] == 30 and v["b_only"] == 0 and v["p"] < 1e-6
+    rng = np.random.default_rng(0)
+    ra = rng.normal(0.5, 0.01, 500)
+    assert U.paired_verdict(ra, ra - 0.05, True)["better"] == "A"
+    assert U.paired_verdict(ra, ra - 0.05, False)["better"] == "B"
+    assert U.paired_verdict(ra, ra + rng.normal(0, 0.01, 500), True)["better"] == U.NO_DIFFERENCE
+
+
+def test_combine_seeds():
+    lo, hi = U.combine_seeds([0.9], [0.88], [0.92])
+    assert (lo, hi) == (0.88, 0.92)
+    lo, hi = U.combine_seeds([0.90, 0.91, 0.92], [0.88, 0.89, 0.90], [0.92, 0.93, 0.94])
+    assert lo < 0.91 < hi and (hi - lo) > (0.94 - 0.88) / 2
