@@ -44,7 +44,9 @@ __all__ = [
     "nc1",
     "silhouette",
     "knn_accuracy",
+    "knn_predict",
     "linear_probe_accuracy",
+    "probe_predict",
     "layer_measures",
     "summarize",
 ]
@@ -223,7 +225,7 @@ def _auto_tile(n: int, d: int, itemsize: int, n_classes: int, budget: int) -> in
 
 
 def class_distance_stats(Z, y, *, chunk_size: int | None = None, precision: str = "float64",
-                         memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict:
+                         memory_budget: int = DEFAULT_MEMORY_BUDGET, row_sums: bool = False) -> dict:
     """Exact per-class mean intra- and inter-class Euclidean distances (the paper's measure).
 
     For each class c (n_c samples, N in total)::
@@ -258,6 +260,9 @@ def class_distance_stats(Z, y, *, chunk_size: int | None = None, precision: str 
         layers: measured relative error of intra ~3e-5 at a within/between distance scale of
         1e-2, 0.4% at 1e-3 and 87% at 1e-4. Use it for quick looks, never for reported numbers).
     memory_budget : bytes for one tile's working set when ``chunk_size`` is None.
+    row_sums : also return ``rows`` (N, C): for each sample i (input order) and class c, the sum of
+        its distances to the points of c (one more reduction per tile; what the bootstrap of
+        ``alviz.resample`` needs).
 
     Returns
     -------
@@ -291,6 +296,7 @@ def class_distance_stats(Z, y, *, chunk_size: int | None = None, precision: str 
         return block, sq.astype(dtype), starts, ys[starts]
 
     S = np.zeros((n_classes, n_classes), dtype=np.float64)  # S[a, b] = sum of d(i in a, j in b)
+    R = np.zeros((n, n_classes), dtype=np.float64) if row_sums else None  # sorted order
     for i0 in range(0, n, chunk_size):
         i1 = min(i0 + chunk_size, n)
         A, sqa, starts_a, lab_a = load(i0, i1)
@@ -309,6 +315,10 @@ def class_distance_stats(Z, y, *, chunk_size: int | None = None, precision: str 
                 np.fill_diagonal(G, 0.0)
             np.sqrt(G, out=G)
             part = np.add.reduceat(G, starts_b, axis=1, dtype=np.float64)
+            if R is not None:
+                R[i0:i1, lab_b] += part
+                if j0 != i0:
+                    R[j0:j1, lab_a] += np.add.reduceat(G, starts_a, axis=0, dtype=np.float64).T
             part = np.add.reduceat(part, starts_a, axis=0)
             S[np.ix_(lab_a, lab_b)] += part
             if j0 != i0:
@@ -325,7 +335,12 @@ def class_distance_stats(Z, y, *, chunk_size: int | None = None, precision: str 
     inter_mean = float(np.mean(inter))
     ratio = inter_mean / intra_mean if intra_mean > 0 else (
         float("inf") if intra_mean == 0 and inter_mean > 0 else float("nan"))
+    out_rows = {}
+    if R is not None:
+        out_rows["rows"] = np.empty_like(R)
+        out_rows["rows"][order] = R
     return {
+        **out_rows,
         "classes": classes,
         "counts": counts,
         "intra": intra,
@@ -485,6 +500,13 @@ def knn_accuracy(Z_train, y_train, Z_test, y_test, *, k: int = 5,
     Neighbours come from ``Z_train``; accuracy is measured on ``Z_test``. ``max_train`` (default
     None: all) caps the training set with a seeded stratified subsample.
     """
+    pred = knn_predict(Z_train, y_train, Z_test, y_test, k=k, max_train=max_train, seed=seed)
+    return float(np.mean(pred == np.asarray(y_test)))
+
+
+def knn_predict(Z_train, y_train, Z_test, y_test, *, k: int = 5,
+                max_train: int | None = None, seed: int = 0) -> np.ndarray:
+    """The k-NN classifier's prediction for every row of ``Z_test`` (see :func:`knn_accuracy`)."""
     from sklearn.neighbors import KNeighborsClassifier
 
     Z_train, y_train, Z_test, y_test = _validate_pair(Z_train, y_train, Z_test, y_test)
@@ -494,7 +516,7 @@ def knn_accuracy(Z_train, y_train, Z_test, y_test, *, k: int = 5,
                          f"({len(y_train)}); got k={k}.")
     clf = KNeighborsClassifier(n_neighbors=k, algorithm="brute")
     clf.fit(Z_train, y_train)
-    return float(clf.score(np.asarray(Z_test), y_test))
+    return clf.predict(np.asarray(Z_test))
 
 
 def linear_probe_accuracy(Z_train, y_train, Z_test, y_test, *, seed: int = 0,
@@ -509,6 +531,15 @@ def linear_probe_accuracy(Z_train, y_train, Z_test, y_test, *, seed: int = 0,
     because the probe's accuracy, not its exact optimum, is the measure. With fewer than 2
     training classes the probe is undefined and ``nan`` is returned.
     """
+    pred = probe_predict(Z_train, y_train, Z_test, y_test, seed=seed, max_train=max_train,
+                         max_iter=max_iter, C=C)
+    return float("nan") if pred is None else float(np.mean(pred == np.asarray(y_test)))
+
+
+def probe_predict(Z_train, y_train, Z_test, y_test, *, seed: int = 0, max_train: int | None = 5000,
+                  max_iter: int = 300, C: float = 1.0) -> np.ndarray | None:
+    """The linear probe's prediction for every row of ``Z_test`` (see
+    :func:`linear_probe_accuracy`); None when the probe is undefined."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -516,7 +547,7 @@ def linear_probe_accuracy(Z_train, y_train, Z_test, y_test, *, seed: int = 0,
     Z_train, y_train, Z_test, y_test = _validate_pair(Z_train, y_train, Z_test, y_test)
     Z_train, y_train = _cap_train(Z_train, y_train, max_train, seed)
     if len(np.unique(y_train)) < 2:
-        return float("nan")
+        return None
     scaler = StandardScaler().fit(Z_train)
     Xtr = scaler.transform(Z_train)
     Xte = scaler.transform(np.asarray(Z_test))
@@ -524,7 +555,7 @@ def linear_probe_accuracy(Z_train, y_train, Z_test, y_test, *, seed: int = 0,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(Xtr, y_train)
-    return float(clf.score(Xte, y_test))
+    return clf.predict(Xte)
 
 
 # --------------------------------------------------------------------------------------------
