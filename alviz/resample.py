@@ -83,43 +83,55 @@ def _boot_distance(st, y_idx, counts, W):
 
 
 def _boot_moments(Z, y_idx, counts, W):
-    """Exact replicates of fisher_ratio, centroid_ratio and nc1."""
+    """Exact replicates of fisher_ratio, centroid_ratio and nc1, all replicates at once: the
+    replicate class means differ from the full-sample ones by delta (B x C x D); distances to the
+    replicate centroids and the projections onto each replicate's Sigma_B^+ come from one matrix
+    product per row chunk with the residuals e_i = z_i - mu_{y_i}."""
     from scipy.spatial.distance import pdist
 
-    C = len(counts)
-    step = M._row_chunk(len(Z), Z.shape[1] * max(1, len(W) // 8))
-    mu, sums, sq = _weighted_class_sums(Z, y_idx, C, W, step)
+    C, B = len(counts), len(W)
     cf = counts.astype(np.float64)
     N = cf.sum()
+    step = M._row_chunk(len(Z), Z.shape[1])
+    mu, sums, sq = _weighted_class_sums(Z, y_idx, C, W, step)
+    _, sums1, _ = _weighted_class_sums(Z, y_idx, C, np.ones((1, len(Z))), step)
+    full = sums1[0] / cf[:, None]  # full-sample class means (centred by mu)
     means = sums / cf[None, :, None]  # class sizes are fixed by the stratified resampling
-    tr_w = np.maximum(sq.sum(1) - np.einsum("rcd,rcd->r", sums, sums / cf[None, :, None]), 0.0)
+    tr_w = np.maximum(sq.sum(1) - np.einsum("rcd,rcd->r", sums, means), 0.0)
     gm = sums.sum(1) / N
     dev = means - gm[:, None, :]
     tr_b = np.einsum("c,rcd,rcd->r", cf, dev, dev)
     with np.errstate(invalid="ignore", divide="ignore"):
         fisher = np.where(tr_w > 0, tr_b / tr_w, np.where(tr_b > 0, np.inf, np.nan))
-    cent = np.empty(len(W))
-    nc = np.empty(len(W))
-    for r in range(len(W)):
-        between = float(pdist(means[r]).mean()) if C > 1 else float("nan")
-        Mr = (means[r] - gm[r]) / math.sqrt(C)
-        _, s, vt = np.linalg.svd(Mr, full_matrices=False)
-        keep = s > max(Mr.shape) * np.finfo(np.float64).eps * (s[0] if s.size else 0)
-        P = vt[keep].T / s[keep] if s.size and s[0] > 0 else None
-        dist = np.zeros(C)
-        tot = 0.0
-        for a in range(0, len(Z), step):
-            blk = M._chunk_f64(Z, a, a + step, mu)
-            yi = y_idx[a:a + step]
-            w = W[r, a:a + step].astype(np.float64)
-            d = blk - means[r][yi]
-            dist += np.bincount(yi, weights=w * np.sqrt(np.einsum("ij,ij->i", d, d)), minlength=C)
-            if P is not None:
-                p = d @ P
-                tot += float(w @ np.einsum("ij,ij->i", p, p))
-        within = float(np.mean(dist / cf))
-        cent[r] = M._safe_div(between, within)
-        nc[r] = tot / N / C if P is not None else float("nan")
+    # nc1: P_r = V_r S_r^-1 from the SVD of M_r = (mu_rc - mu_rG) / sqrt(C), small values dropped
+    _, s, vt = np.linalg.svd(dev / math.sqrt(C), full_matrices=False)  # (B, C), (B, C, D)
+    tol = max(C, Z.shape[1]) * np.finfo(np.float64).eps * s[:, :1]
+    inv = np.where((s > tol) & (s[:, :1] > 0), 1.0 / np.where(s > 0, s, 1.0), 0.0)
+    P = np.transpose(vt, (0, 2, 1)) * inv[:, None, :]  # (B, D, C)
+    delta = means - full[None]  # (B, C, D)
+    dP = np.einsum("bcd,bdk->bck", delta, P)
+    Pm = np.transpose(P, (1, 0, 2)).reshape(Z.shape[1], B * C)
+    dnorm = np.einsum("bcd,bcd->bc", delta, delta)
+    dist = np.zeros((B, C))
+    tot = np.zeros(B)
+    rows = max(1, min(step, (32 << 20) // (8 * B * C)))
+    for a in range(0, len(Z), rows):
+        blk = M._chunk_f64(Z, a, a + rows, mu)
+        yi = y_idx[a:a + rows]
+        E = blk - full[yi]
+        w = W[:, a:a + rows].astype(np.float64)
+        proj = (E @ Pm).reshape(len(E), B, C) - np.transpose(dP[:, yi, :], (1, 0, 2))
+        tot += np.einsum("bn,nbk,nbk->b", w, proj, proj)
+        e2 = np.einsum("ij,ij->i", E, E)
+        for c in np.unique(yi):
+            m = yi == c
+            ed = E[m] @ delta[:, c, :].T  # (n_c, B)
+            d = np.sqrt(np.maximum(e2[m][:, None] - 2.0 * ed + dnorm[None, :, c], 0.0))
+            dist[:, c] += np.einsum("bn,nb->b", w[:, m], d)
+    within = np.mean(dist / cf[None], axis=1)
+    between = np.array([pdist(m_).mean() for m_ in means]) if C > 1 else np.full(B, np.nan)
+    cent = np.array([M._safe_div(b_, w_) for b_, w_ in zip(between, within)])
+    nc = np.where(s[:, 0] > 0, tot / N / C, np.nan)
     return {"fisher_ratio": fisher, "centroid_ratio": cent, "nc1": nc}
 
 

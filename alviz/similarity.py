@@ -273,11 +273,13 @@ class _GroupStats:
     def hsic_u(self, V: np.ndarray) -> np.ndarray:
         """Unbiased HSIC (times n(n-3)) of every replicate (rows of group multiplicities V)."""
         n = V @ self.n
-        main = np.einsum("rg,gh,rh->r", V, self.gram, V)
+        G = self.G
+        main = np.sum((V @ self.gram) * V, axis=1)
         # centring of the replicate: C = sum v_g S_g - n mx my^T, mx = sum v_h sx_h / n
-        cross = np.einsum("rg,ghk,rh,rk->r", V, self.T, V, V) / n
-        mx2 = np.einsum("rg,gd,rh,hd->r", V, self.sx, V, self.sx) / n ** 2
-        my2 = np.einsum("rg,gd,rh,hd->r", V, self.sy, V, self.sy) / n ** 2
+        VV = (V[:, :, None] * V[:, None, :]).reshape(len(V), G * G)
+        cross = np.sum((V @ self.T.reshape(G, G * G)) * VV, axis=1) / n
+        mx2 = np.sum(np.square(V @ self.sx), axis=1) / n ** 2
+        my2 = np.sum(np.square(V @ self.sy), axis=1) / n ** 2
         c2 = main - 2.0 * cross + n ** 2 * mx2 * my2
         rx = V @ self.rx - n * mx2
         ry = V @ self.ry - n * my2

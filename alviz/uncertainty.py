@@ -46,8 +46,8 @@ def bootstrap_counts(y, n_boot: int, seed: int = 0, dtype=np.float32) -> np.ndar
     if y.ndim != 1 or len(y) == 0:
         raise ValueError(f"y must be a non-empty 1-D array of labels; got shape {y.shape}.")
     n_boot = int(n_boot)
-    if n_boot < 1:
-        raise ValueError(f"the number of bootstrap replicates must be positive; got {n_boot}.")
+    if n_boot < 0:
+        raise ValueError(f"the number of bootstrap replicates must be >= 0; got {n_boot}.")
     rng = np.random.default_rng(seed)
     n = len(y)
     W = np.zeros((n_boot, n), dtype=dtype)

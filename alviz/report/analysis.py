@@ -18,7 +18,8 @@ from ..metrics import MEASURES
 from .document import Doc, write_report
 from .figures import experiment_figures
 from .files import locked
-from .measure import RunActivations, aggregate, measure_run
+from .measure import RunActivations, aggregate, measure_run, replicates
+from .reviewer import reviewer_sections
 from .options import DEFAULT_OUT, DEFAULT_ROOT, TSNE_ITER, TSNE_PCA, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
 from .study import ExperimentResult, study_groups, write_study
@@ -52,6 +53,7 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
     cache = folder / ".cache"
     acts: dict[str, RunActivations] = {}
     rows: list[dict] = []
+    reps_by_run: dict[str, dict] = {i.name: {} for i in infos}
     t = time.perf_counter()
     for info in infos:
         acts[info.name] = RunActivations(info, opts, log)
@@ -69,7 +71,7 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
             w.start()
         try:
             for info in infos:
-                rows += measure_run(info, acts[info.name], opts, cache, log)
+                rows += measure_run(info, acts[info.name], opts, cache, log, reps_by_run[info.name])
             t_metrics = time.perf_counter() - t
             if job is not None and opts.tsne_jobs == 1:
                 job.work()
@@ -82,13 +84,21 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
                 w.join()
     tsne_data = job.result() if job is not None else None
     t_tsne = time.perf_counter() - t
+    t = time.perf_counter()
+    review = reviewer_sections(infos, acts, rows, reps_by_run, opts, folder, log)
+    rows += review["rows"]
+    t_review = time.perf_counter() - t
     summary = aggregate(rows)
+    whole = [r for r in rows if r.get("class") in (None, "") and r["measure"] in MEASURES
+             and r.get("stat", "value") == "value"]
     manifest = acts[infos[0].name].test.manifest
     n_classes = int(manifest.get("num_classes") or (int(acts[infos[0].name].test.labels.max()) + 1))
     class_names = [str(c) for c in (manifest.get("class_names") or infos[0].meta.get("class_names")
                                     or range(n_classes))][:n_classes]
     t = time.perf_counter()
-    figs = experiment_figures(rows, infos, tsne_data, class_names, folder, log)
+    figs = experiment_figures(whole, infos, tsne_data, class_names, folder, log)
+    figs.update(review["figures"](summary, class_names))
+    review["class_names"][0] = class_names
     t_figs = time.perf_counter() - t
     colors = plots.class_colors(n_classes)
 
@@ -109,17 +119,26 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         doc.table(["method", "test accuracy (mean ± s.d.)", "n", "95 % CI"],
                   [[a["method"].upper(), fmt_pm(a["mean"], a["std"]), str(a["n"]),
                     f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}]" if a["n"] > 1 else "–"] for a in acc])
+    for text in review["headline"]:
+        doc.p(text)
     doc.h("Separability by layer")
-    doc.p("Mean ± sample s.d. over seeds (one value per run when a method has one seed). At each "
-          "position the better of AL and BP is in bold (direction per measure: see Measures). "
+    doc.p("Mean ± sample s.d. over seeds (one value per run when a method has one seed). A cell is in bold "
+          "only where a paired comparison of AL and BP at that position excludes zero (95 %: the paired "
+          "stratified bootstrap on the same resampled held-out samples, plus the seed-to-seed variance "
+          "with several seeds); unmarked pairs show no detectable difference. "
           "pos.: position along the inference path; exit: AL's early-exit bridges (off the path). "
-          "Per-seed values, standard deviations and 95 % confidence intervals are in metrics.csv.",
-          md="Mean ± sample s.d. over seeds. At each position the better of AL and BP is in **bold**. "
+          "Per-seed values, bootstrap intervals (boot_low, boot_high), exact binomial intervals of "
+          "accuracies (cp_low, cp_high) and 95 % confidence intervals over seeds are in metrics.csv.",
+          md="Mean ± sample s.d. over seeds. A cell is in **bold** only where a paired comparison of AL and BP "
+             "at that position excludes zero (paired stratified bootstrap, plus seed variance with several "
+             "seeds); otherwise: no detectable difference. "
              "pos.: position along the inference path; exit: AL's early-exit bridges (off the path). "
-             "Per-seed values, standard deviations and 95 % confidence intervals: `metrics.csv`.")
-    doc.table(*layer_table(rows, summary))
+             "Intervals (boot_low/boot_high, cp_low/cp_high, ci_low/ci_high): `metrics.csv`.")
+    doc.table(*layer_table(whole, summary, winners=review["winners"]))
+    review["document"](doc, figs)
     doc.h("Figures")
-    for stem in ("fig_ratio", "fig_distances", "fig_measures", "fig_training", "fig_exits", "fig_tsne"):
+    for stem in ("fig_ratio", "fig_intervals", "fig_distances", "fig_measures", "fig_training", "fig_exits",
+                 "fig_tsne"):
         if stem in figs:
             doc.fig(stem, figs[stem]["png"], figs[stem]["caption"])
     if tsne_data is not None:
@@ -150,18 +169,19 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
                       key=lambda k: int(k[13:]))],
                   "config": i.config} for i in infos],
         "accuracy": acc,
-        "rows": rows, "summary": summary,
+        "rows": rows, "summary": summary, **review["payload"],
         "figures": {k: v["caption"] for k, v in figs.items()},
         "tsne": None if tsne_data is None else {
             "n": tsne_data["n"], "perplexity": tsne_data["perplexity"], "ids": tsne_data["ids"].tolist(),
             "runs": tsne_data["runs"], "reference": [tsne_data["reference"][0], tsne_data["reference"][1]]},
         "timing_s": {"extract": round(t_extract, 2), "measures": round(t_metrics, 2),
-                     "measures_and_tsne": round(t_tsne, 2), "figures": round(t_figs, 2)},
+                     "measures_and_tsne": round(t_tsne, 2), "reviewer": round(t_review, 2),
+                     "figures": round(t_figs, 2)},
     }
     write_report(folder, doc, rows_all, payload)
     log(f"{name}: extract {t_extract:.1f}s, measures {t_metrics:.1f}s, measures and t-SNE "
-        f"{t_tsne:.1f}s, figures {t_figs:.1f}s")
-    return ExperimentResult(name, folder, infos, rows, summary, cfg, time.perf_counter() - t0)
+        f"{t_tsne:.1f}s, similarity/per-class/AL diagnostics {t_review:.1f}s, figures {t_figs:.1f}s")
+    return ExperimentResult(name, folder, infos, whole, summary, cfg, time.perf_counter() - t0)
 
 
 def analyze(paths=None, *, out=DEFAULT_OUT, root=DEFAULT_ROOT, options: Options | None = None, log=print,

@@ -15,10 +15,15 @@ from ..errors import UserError
 DEFAULT_OUT = Path("reports")
 DEFAULT_ROOT = Path("checkpoints")
 CSV_COLUMNS = ["experiment", "run", "method", "seed", "layer", "role", "depth", "on_path", "match",
-               "measure", "stat", "value"]
+               "measure", "stat", "value", "class"]
 COMPARE_COLUMNS = ["method_a", "method_b", "match", "layer_a", "layer_b", "depth", "measure",
-                   "a", "b", "diff", "better", "scale_free", "n_a", "n_b"]
+                   "a", "b", "diff", "better", "scale_free", "n_a", "n_b", "a_low", "a_high", "b_low", "b_high",
+                   "diff_low", "diff_high"]
 STATS = ("mean", "std", "n", "ci_low", "ci_high")
+#: per-run interval stats: the stratified bootstrap's percentile interval, and for accuracies the
+#: exact (Clopper-Pearson) binomial interval
+BOOT_STATS = ("boot_low", "boot_high")
+CP_STATS = ("cp_low", "cp_high")
 #: figure file stems and what they show
 FIGURES = {
     "fig_ratio": "inter/intra distance ratio by layer, AL against BP",
@@ -29,7 +34,7 @@ FIGURES = {
     "fig_exits": "AL's test accuracy at each exit depth",
     "fig_study": "accuracy and separation across experiments (study reports only)",
 }
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 TSNE_ITER = 500
 TSNE_PCA = 50
 
@@ -40,7 +45,9 @@ class Options:
     ``train_samples`` caps the training samples the k-NN and probe measures learn from;
     ``tsne_samples`` points (stratified, the same in every panel) are embedded with
     ``perplexity``, ``tsne_jobs`` threads; ``seed`` seeds every sample and t-SNE;
-    ``device`` runs the extraction."""
+    ``device`` runs the extraction; ``boot`` bootstrap replicates per measure and layer (0: no
+    intervals; the paired verdicts then say "no detectable difference"); ``similarity``: the
+    layer-to-layer CKA / Procrustes / k-NN overlap section (and its noise floor across seeds)."""
 
     max_samples: int | None = None
     train_samples: int = 5000
@@ -50,6 +57,8 @@ class Options:
     tsne_jobs: int = 1
     device: str = "cpu"
     seed: int = 0
+    boot: int = 200
+    similarity: bool = True
 
     def validate(self) -> "Options":
         for name in ("train_samples", "tsne_samples", "tsne_jobs"):
@@ -64,6 +73,9 @@ class Options:
             raise UserError(f"tsne-samples must be at least 4; received {self.tsne_samples}")
         if not (isinstance(self.perplexity, (int, float)) and 0 < self.perplexity < float("inf")):
             raise UserError(f"perplexity must be a positive number; received {self.perplexity!r}")
+        if isinstance(self.boot, bool) or not isinstance(self.boot, int) or not 0 <= self.boot <= 100000:
+            raise UserError(f"boot must be a number of bootstrap replicates from 0 (off) to 100000; "
+                            f"received {self.boot!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"seed must be a non-negative integer; received {self.seed!r}")
         return self

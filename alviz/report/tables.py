@@ -60,9 +60,12 @@ SHORT_NAMES = {"ratio": "inter/intra", "centroid_ratio": "centroid", "fisher_rat
           "intra": "intra", "inter": "inter"}
 
 
-def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES):
+def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES, winners: dict | None = None):
     """Rows: (position, method, layer); cells mean ± s.d.; the better of AL/BP at a position is
-    marked (returned as a set of (row index, column index))."""
+    marked (returned as a set of (row index, column index)). ``winners`` ({(depth, measure):
+    method or None}, from paired comparisons) decides the marks when given: a side is marked only
+    where its paired comparison excluded zero; without it the larger/smaller mean is marked."""
+    rows = [r for r in rows if r.get("class") in (None, "") and r["measure"] in MEASURES]
     idx = summary_index(summary)
     layers = {}
     for r in rows:
@@ -86,6 +89,10 @@ def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES):
         if len(members) != 2:
             continue
         for j, m in enumerate(measures):
+            if winners is not None:
+                w = winners.get((depth, m))
+                best |= {(i, 3 + j) for i, k in members if k[0] == w}
+                continue
             vals = [idx.get((k[0], k[1], m), {}).get("mean") for _, k in members]
             if any(v is None or not math.isfinite(v) for v in vals) or vals[0] == vals[1]:
                 continue
