@@ -82,7 +82,7 @@ def test_metrics_csv_is_tidy_with_aggregated_ci(analysed):
     assert list(rows[0]) == R.CSV_COLUMNS
     for col in ["run", "method", "seed", "layer", "role", "depth", "measure", "value"]:
         assert col in rows[0]
-    per_run = [r for r in rows if r["stat"] == "value"]
+    per_run = [r for r in rows if r["stat"] == "value" and r["class"] == "" and r["measure"] in MEASURES]
     runs = {r["run"] for r in per_run}
     assert runs == {"al-seed0", "al-seed1", "bp-seed0", "bp-seed1"}
     # AL: block1, block2, bridge1 (early exit), bridge2, decoder2, decoder1; BP: block1, block2, head1..3
@@ -94,8 +94,8 @@ def test_metrics_csv_is_tidy_with_aggregated_ci(analysed):
     vals = [float(r["value"]) for r in per_run if r["method"] == "al" and r["layer"] == "block2"
             and r["measure"] == "ratio"]
     stats = {r["stat"]: float(r["value"]) for r in rows if r["run"] == "al" and r["seed"] == "all"
-             and r["layer"] == "block2" and r["measure"] == "ratio"}
-    assert set(stats) == {"mean", "std", "n", "ci_low", "ci_high"}
+             and r["layer"] == "block2" and r["measure"] == "ratio" and r["class"] == ""}
+    assert set(stats) == {"mean", "std", "n", "ci_low", "ci_high", "boot_low", "boot_high"}
     assert stats["n"] == 2 and stats["mean"] == pytest.approx(np.mean(vals))
     assert stats["std"] == pytest.approx(np.std(vals, ddof=1))
     half = 12.706204736 * stats["std"] / math.sqrt(2)  # t_{0.975, 1}
@@ -113,7 +113,7 @@ def test_metrics_json_matches_csv(analysed):
     assert data["experiment"] == "blobs-exp"
     assert set(data["measures"]) == set(MEASURES)
     assert len(data["runs"]) == 4 and {r["method"] for r in data["runs"]} == {"al", "bp"}
-    assert len(data["rows"]) == len([r for r in read_csv(folder / "metrics.csv") if r["stat"] == "value"])
+    assert len(data["rows"]) == len([r for r in read_csv(folder / "metrics.csv") if r["seed"] != "all"])
     assert data["tsne"]["n"] == 40
 
 
@@ -122,7 +122,7 @@ def test_report_html_is_self_contained(analysed):
     text = (folder / "report.html").read_text()
     assert not re.search(r"https?://", text)  # no external resources, not even links
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"(?!data:)", text)
-    assert text.count("data:image/png;base64,") == 6  # every figure inline
+    assert text.count("data:image/png;base64,") == 9  # every figure inline (6 + intervals, similarity, ladder)
     viewer = re.search(r'<script type="application/json" id="alviz-tsne">(.*?)</script>', text, re.S).group(1)
     payload = json.loads(viewer)
     assert payload["rows"] == ["AL", "BP"] and len(payload["cols"]) == 5
@@ -203,7 +203,7 @@ def test_concurrent_analyze_cli_and_api_are_serialised(exp, tmp_path, capsys):
     assert not (folder / "fig_tsne.png").exists() and (folder / "fig_ratio.png").exists()
     rows = read_csv(folder / "metrics.csv")
     assert {r["run"] for r in rows if r["stat"] == "value"} == {"bp-seed1"}
-    assert len([r for r in rows if r["stat"] == "value"]) == 5 * len(MEASURES)
+    assert len([r for r in rows if r["stat"] == "value" and r["class"] == "" and r["measure"] in MEASURES]) == 5 * len(MEASURES)
     json.loads((folder / "metrics.json").read_text())
     assert "id=\"alviz-tsne\"" not in (folder / "report.html").read_text()
 
@@ -238,6 +238,61 @@ def test_study_across_depths(exp, tmp_path):
     depths = {(r["method"], r["depth"]) for r in data["records"] if r["measure"] == "ratio"}
     assert depths == {("al", 2), ("bp", 2), ("al", 3), ("bp", 3)}
     assert not re.search(r"https?://", (study / "report.html").read_text())
+
+
+def test_intervals_per_class_and_confusion_rows(analysed):
+    folder, _ = analysed
+    rows = read_csv(folder / "metrics.csv")
+    run = [r for r in rows if r["run"] == "al-seed0" and r["class"] == ""]
+    st = {(r["layer"], r["measure"], r["stat"]): float(r["value"]) for r in run}
+    n_test = 240
+    for (layer, m, stat), v in st.items():
+        if stat == "value" and m in MEASURES and math.isfinite(v) and m != "silhouette":
+            lo, hi = st[(layer, m, "boot_low")], st[(layer, m, "boot_high")]
+            assert lo <= hi and lo - 0.25 * abs(v) <= v <= hi + 0.25 * abs(v), (layer, m, lo, v, hi)
+    # accuracies: exact binomial intervals, known answer from the value and n
+    from scipy.stats import beta
+    v = st[("block2", "probe_acc", "value")]
+    k = round(v * n_test)
+    assert st[("block2", "probe_acc", "cp_low")] == pytest.approx(beta.ppf(0.025, k, n_test - k + 1) if k else 0.0)
+    # the model's own accuracy from pred.npy, its confusion matrix sums to the held-out samples
+    conf = [r for r in rows if r["run"] == "al-seed0" and r["measure"] == "confusion_model"]
+    assert sum(float(r["value"]) for r in conf) == n_test
+    diag = sum(float(r["value"]) for r in conf if r["stat"] == f"pred={r['class']}")
+    assert st[("output", "model_acc", "value")] == pytest.approx(diag / n_test)
+    # per class: every class of blobs (5) for ratio and probe accuracy at each layer
+    pc = {(r["layer"], r["measure"], r["class"]) for r in rows if r["run"] == "bp-seed0" and r["class"] != ""
+          and r["stat"] == "value"}
+    assert {c for l, m, c in pc if l == "block1" and m == "ratio"} == {"0", "1", "2", "3", "4"}
+    assert {m for l, m, c in pc if l == "block1"} >= {"intra", "inter", "ratio", "knn_acc", "probe_acc"}
+
+
+def test_reviewer_sections_similarity_verdicts_and_al_diagnostics(analysed):
+    folder, _ = analysed
+    md = (folder / "report.md").read_text()
+    for text in ("## AL against BP, paired", "## Layer-to-layer similarity", "## Per class", "## AL diagnostics",
+                 "McNemar", "Confusion matrix of al-seed0"):
+        assert text in md, text
+    sim = read_csv(folder / "similarity.csv")
+    assert {r["pair"] for r in sim} == {"AL vs BP", "AL vs AL", "BP vs BP"}
+    for r in sim:
+        assert r["measure"] in ("cka", "procrustes", "knn_overlap")
+        if r["measure"] == "procrustes":
+            assert 0 <= float(r["value"]) <= math.pi / 2 + 1e-9
+    aligned = [r for r in sim if r["pair"] == "AL vs BP" and r["match_a"] == r["match_b"] and r["measure"] == "cka"]
+    assert {r["layer_a"] for r in aligned} == {"block1", "block2", "bridge2", "decoder2", "decoder1"}
+    assert all(float(r["boot_low"]) <= float(r["boot_high"]) for r in aligned)
+    data = json.loads((folder / "metrics.json").read_text())
+    assert {v["better"] for v in data["verdicts"]} <= {"A", "B", "no detectable difference"}
+    # the layer table marks exactly the paired winners
+    winners = sum(1 for v in data["verdicts"] if v["better"] != "no detectable difference")
+    table = [l for l in md.split("## Separability by layer")[1].split("\n## ")[0].splitlines() if l.startswith("|")]
+    assert sum(l.count("**") for l in table) == 2 * winners
+    assert data["noise_floor"] and all(len(f["floors"]) == 2 for f in data["noise_floor"])
+    assert [r["depth"] for r in data["readout_ladder"] if r["what"] == "exit"] == [1, 2]
+    gap = [r for r in read_csv(folder / "metrics.csv") if r["measure"] == "assoc_gap" and r["class"] == ""
+           and r["stat"] == "value" and r["run"] == "al-seed0"]
+    assert {r["layer"] for r in gap} == {"bridge1", "bridge2"} and all(float(r["value"]) >= 0 for r in gap)
 
 
 # --------------------------------------------------------------------------------- compare
