@@ -223,7 +223,11 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
               help="openTSNE threads (-1: all cores; 1 is fastest on a busy CPU)")
 @click.option("--device", default="auto", show_default=True, help="device for extraction: auto, cpu, cuda, cuda:N")
 @click.option("--seed", type=int, default=0, show_default=True, help="seeds samples, probes and t-SNE")
-def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed):
+@click.option("--boot", type=int, default=200, show_default=True,
+              help="bootstrap replicates per measure and layer (0: no intervals, no verdicts)")
+@click.option("--no-similarity", is_flag=True, help="skip the layer-to-layer similarity and its noise floor")
+def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed,
+            boot, no_similarity):
     """Measure every layer, draw figures and write reports (default: all experiments under checkpoints/)."""
     from .report import Options
     from .report import analyze as _analyze
@@ -231,7 +235,8 @@ def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no
 
     opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=not no_tsne,
                    tsne_samples=tsne_samples, perplexity=perplexity, tsne_jobs=tsne_jobs,
-                   device=str(resolve_device(device)), seed=seed).validate()
+                   device=str(resolve_device(device)), seed=seed, boot=boot,
+                   similarity=not no_similarity).validate()
     folders = _analyze(list(paths), out=out, options=opts, log=click.echo)
     for f in folders:
         click.echo(f"report: {f / 'report.html'}  (also report.md, metrics.csv, fig_*.pdf/.png)")
@@ -246,16 +251,32 @@ def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no
 @click.option("--train-samples", type=int, default=5000, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def compare(a, b, csv_path, out, max_samples, train_samples, device, seed):
-    """Compare two runs or two experiments layer by layer: A, B, A - B and which is better."""
-    from .report import Options, format_compare_table
+@click.option("--boot", type=int, default=200, show_default=True,
+              help="bootstrap replicates per measure and layer (0: no intervals)")
+@click.option("--no-similarity", is_flag=True, help="skip the layer-to-layer CKA / Procrustes / k-NN overlap")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of a table")
+def compare(a, b, csv_path, out, max_samples, train_samples, device, seed, boot, no_similarity, as_json):
+    """Compare two runs or two experiments layer by layer: A, B, A - B with its paired interval and which
+    is better (only where the interval excludes zero), per class, McNemar on the models' predictions, and
+    the similarity of aligned layers."""
+    from .report import Options, format_compare_extra, format_compare_table
     from .report import compare as _compare
+    from .report.files import to_json
     from .train import resolve_device
 
-    opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=False,
-                   device=str(resolve_device(device)), seed=seed).validate()
-    rows, path = _compare(a, b, out=out, csv_path=csv_path, options=opts, log=lambda m: click.echo(m, err=True))
-    click.echo(format_compare_table(rows, str(a), str(b)))
+    opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=False, boot=boot,
+                   similarity=not no_similarity, device=str(resolve_device(device)), seed=seed).validate()
+    extra: dict = {}
+    rows, path = _compare(a, b, out=out, csv_path=csv_path, options=opts, log=lambda m: click.echo(m, err=True),
+                          extra_out=extra)
+    if as_json:
+        click.echo(to_json({"a": str(a), "b": str(b), "rows": rows, **extra, "csv": str(path)}))
+        return
+    click.echo(format_compare_table([r for r in rows if r.get("class") in (None, "")], str(a), str(b)))
+    more = format_compare_extra(extra)
+    if more:
+        click.echo(more)
+    click.echo(f"per-class rows: {sum(1 for r in rows if r.get('class') not in (None, ''))} in the CSV (column class)")
     click.echo(f"csv: {path}")
 
 

@@ -375,9 +375,41 @@ def test_cli_compare_runs(exp, tmp_path, capsys):
         ("block1", "block1"), ("block2", "block2"), ("bridge2", "head1"), ("decoder2", "head2"),
         ("decoder1", "head3")}
     for r in rows:
-        assert r["better"] == R.better_side(r["measure"], float(r["a"]), float(r["b"]))
         assert float(r["diff"]) == pytest.approx(float(r["a"]) - float(r["b"]))
-    assert "better" in captured.out and "AL bridge2 / BP head1" in captured.out
+        if r["class"] == "":  # a side is better only where the paired interval excludes zero
+            lo, hi = float(r["diff_low"]), float(r["diff_high"])
+            if lo <= 0 <= hi:
+                assert r["better"] == "no detectable difference"
+            else:
+                assert r["better"] == R.better_side(r["measure"], float(r["a"]), float(r["b"]))
+    assert {r["class"] for r in rows} >= {"", "0", "4"}
+    assert "better" in captured.out and "AL bridge2 / BP head1" in captured.out and "McNemar" in captured.out
+    # every printed row of the table names its layers (grep works)
+    assert all(l.startswith("AL ") for l in captured.out.splitlines() if re.search(r"\s(ratio|nc1)\s", l))
+    assert (csv_path.parent / "compare-al-seed0-vs-bp-seed0-similarity.csv").is_file()
+    code = main(["compare", str(exp / "al-seed0"), str(exp / "bp-seed0"), "--out", str(out),
+                 "--train-samples", "300", "--device", "cpu", "--json", "--boot", "20"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["mcnemar"]["a_only"] >= 0 and data["similarity"] and data["rows"]
+
+
+def test_compare_refuses_runs_on_different_held_out_data(exp, tmp_path, capsys):
+    out = tmp_path / "rep"
+    R.compare(exp / "al-seed0", exp / "bp-seed0", out=out, log=quiet, boot=0, similarity=False, **dict(TINY, tsne=False))
+    code = main(["compare", str(exp / "al-seed0"), str(exp / "bp-seed0"), "--out", str(out), "--max-samples", "100",
+                 "--train-samples", "300", "--device", "cpu", "--boot", "0"])
+    assert code == 0
+    capsys.readouterr()
+    # B's held-out set now differs (fewer samples): refused, naming both data sets
+    from alviz.extract import extract_run
+    from alviz.report.measure import RunActivations
+    from alviz.report.simsection import same_samples
+    from alviz.report.runs import read_run
+    a = RunActivations(read_run(exp / "al-seed0", "e"), R.Options(max_samples=100, train_samples=300), quiet)
+    b = RunActivations(read_run(exp / "bp-seed0", "e"), R.Options(max_samples=60, train_samples=300), quiet)
+    with pytest.raises(UserError, match=r"al-seed0 and bp-seed0 were measured on different held-out data \(blobs test "
+                                        r"\(100 samples\) vs blobs test \(60 samples\)\)"):
+        same_samples("al-seed0", a, "bp-seed0", b)
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -6,10 +6,19 @@ layer (``alviz.metrics``), embeds the layers on the inference path with t-SNE
 (``alviz.embed``), draws the figures (``alviz.plots``) and writes, per experiment::
 
     <out>/<experiment>/metrics.csv     tidy: experiment, run, method, seed, layer, role, depth,
-                                       on_path, match, measure, stat, value
-                                       (stat "value": one run; stats "mean", "std", "n",
-                                       "ci_low", "ci_high" over the seeds of a method: run is the
-                                       method name and seed is "all"; NaN is written "nan")
+                                       on_path, match, measure, stat, value, class
+                                       (stat "value": one run, with "boot_low"/"boot_high" (its
+                                       stratified bootstrap interval) and for accuracies
+                                       "cp_low"/"cp_high" (exact binomial); stats "mean", "std",
+                                       "n", "ci_low", "ci_high" over the seeds of a method, and
+                                       "boot_low"/"boot_high" combining seeds and bootstrap: run is
+                                       the method name and seed is "all"; class: empty for a whole
+                                       layer, else the class of a per-class row; confusion
+                                       matrices: measure confusion_model (layer "output") or
+                                       confusion_probe, class = true class, stat "pred=<j>";
+                                       NaN is written "nan")
+    <out>/<experiment>/similarity.csv  CKA, Procrustes and k-NN overlap of every layer pair of
+                                       AL vs BP and of two seeds of each method
     <out>/<experiment>/metrics.json    the same rows, the aggregated summary, runs, settings,
                                        measure definitions
     <out>/<experiment>/fig_*.pdf/.png  figures (see FIGURES)
@@ -40,6 +49,12 @@ One file per job, in the order the data flows::
     assets/       report.css and viewer.js: the page's style and the viewer, inlined when written
     study.py      study reports across experiments
     analysis.py   ``analyze``: the steps above in order, per experiment
+    verdicts.py   paired comparisons: which side is better only where the data say so
+    simsection.py layer-to-layer similarity (CKA, Procrustes, k-NN overlap) and its seed noise floor
+    perclass.py   per-class tables and confusion matrices
+    aldiag.py     AL's association gap, label-code separation and readout ladder
+    intervalfigs.py  figures with intervals; the readout ladder
+    reviewer.py   the sections above, computed and placed in an experiment's report
     compare.py    ``compare``: two runs or experiments side by side
 
 What this is not: no training, no hooks (``alviz.extract``), no measure definitions
@@ -49,7 +64,7 @@ What this is not: no training, no hooks (``alviz.extract``), no measure definiti
 from __future__ import annotations
 
 from .analysis import analyze
-from .compare import better_side, compare, compare_rows, format_compare_table
+from .compare import better_side, compare, compare_rows, format_compare_extra, format_compare_table
 from .measure import aggregate
 from .options import COMPARE_COLUMNS, CSV_COLUMNS, DEFAULT_OUT, FIGURES, Options
 from .runs import collect_runs
@@ -61,6 +76,7 @@ __all__ = [
     "compare_rows",
     "better_side",
     "format_compare_table",
+    "format_compare_extra",
     "aggregate",
     "collect_runs",
     "DEFAULT_OUT",

@@ -1,5 +1,9 @@
 """``alviz compare A B``: two runs or experiments side by side, layer by layer (joined on the
-manifest's ``match`` key), with the difference and the better side per measure, as a table and CSV.
+manifest's ``match`` key): each measure for A and B with bootstrap intervals, the difference with its
+paired interval and the verdict ("A", "B" or "no detectable difference": ``verdicts``), per-class
+rows, the models' per-sample correctness (McNemar) and the layer-to-layer similarity of the first
+runs (CKA, Procrustes, k-NN overlap); as a table, CSV and JSON. Runs measured on different
+held-out data are refused.
 
 What this is not: no per-experiment report (``analysis``); measures come from ``measure``.
 """
@@ -16,10 +20,14 @@ from ..checkpoint import write_text_atomic
 from ..errors import UserError
 from ..metrics import MEASURES
 from .files import csv_text, locked, slug
+from ..uncertainty import NO_DIFFERENCE, percentile_interval
+from .files import to_json
 from .measure import RunActivations, measure_run
 from .options import COMPARE_COLUMNS, DEFAULT_OUT, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
+from .simsection import SIM_COLUMNS, compare_pair, csv_rows, same_samples
 from .tables import fmt
+from .verdicts import accuracy_verdict, paired, side_reps
 
 
 def better_side(measure: str, a: float, b: float) -> str:
@@ -34,60 +42,81 @@ def better_side(measure: str, a: float, b: float) -> str:
     return "A" if (a > b) == hib else "B"
 
 
-def compare_rows(rows_a: list[dict], rows_b: list[dict], *, by_method: bool | None = None) -> list[dict]:
+def compare_rows(rows_a: list[dict], rows_b: list[dict], *, by_method: bool | None = None,
+                 reps_a: dict | None = None, reps_b: dict | None = None, per_class: bool = False) -> list[dict]:
     """Join two sets of per-run rows (stat "value") layer by layer on the ``match`` key.
 
     Values of several runs (seeds) on one side are averaged. ``by_method``: also join on the
     method (AL with AL, BP with BP); default: when either side holds more than one method.
-    Returns rows with ``COMPARE_COLUMNS``; ``diff = a - b``; ``better`` per ``better_side``.
-    Layers without a partner on the other side are left out."""
+    Returns rows with ``COMPARE_COLUMNS``; ``diff = a - b``. Without replicates ``better`` is
+    ``better_side`` (the larger/smaller value); with ``reps_a`` / ``reps_b`` ({run: {(layer,
+    measure): replicates}} from ``measure_run``) it is the paired verdict ("A", "B" or "no
+    detectable difference", ``verdicts.paired``) and the intervals are filled in. ``per_class``:
+    join the per-class rows instead (column ``class``). Layers without a partner are left out."""
     def index(rows):
         vals: dict[tuple, list] = defaultdict(list)
+        runs: dict[tuple, list] = defaultdict(list)
         info: dict[tuple, dict] = {}
         methods = set()
         for r in rows:
-            if r.get("stat", "value") != "value" or r.get("match") in (None, ""):
+            if r.get("stat", "value") != "value" or r.get("match") in (None, "") or r["measure"] not in MEASURES:
+                continue
+            if (r.get("class") not in (None, "")) != per_class:
                 continue
             methods.add(r["method"])
-            k = (r["method"], r["match"], r["measure"])
+            k = (r["method"], r["match"], r["measure"], r.get("class"))
             vals[k].append(float(r["value"]))
+            runs[k].append(r.get("run"))
             info.setdefault(k, r)
-        return vals, info, methods
+        return vals, info, methods, runs
 
-    va, ia, ma = index(rows_a)
-    vb, ib, mb = index(rows_b)
+    va, ia, ma, ra = index(rows_a)
+    vb, ib, mb, rb = index(rows_b)
     if by_method is None:
         by_method = len(ma) > 1 or len(mb) > 1
     out = []
+    nan = float("nan")
     for ka in sorted(va, key=lambda k: (method_order(k[0]), float(ia[k]["depth"]) if ia[k].get("depth") is not None
-                                        else 1e9, list(MEASURES).index(k[2]) if k[2] in MEASURES else 99)):
-        m_a, match, meas = ka
-        partners = [kb for kb in vb if kb[1] == match and kb[2] == meas and (not by_method or kb[0] == m_a)]
+                                        else 1e9, list(MEASURES).index(k[2]) if k[2] in MEASURES else 99,
+                                        -1 if k[3] in (None, "") else int(k[3]))):
+        m_a, match, meas, cls = ka
+        partners = [kb for kb in vb if kb[1] == match and kb[2] == meas and kb[3] == cls
+                    and (not by_method or kb[0] == m_a)]
         for kb in partners:
             a = float(np.mean(va[ka]))
             b = float(np.mean(vb[kb]))
-            out.append({"method_a": m_a, "method_b": kb[0], "match": match,
-                        "layer_a": ia[ka]["layer"], "layer_b": ib[kb]["layer"],
-                        "depth": ia[ka].get("depth"), "measure": meas, "a": a, "b": b,
-                        "diff": a - b, "better": better_side(meas, a, b),
-                        "scale_free": MEASURES[meas].scale_free if meas in MEASURES else None,
-                        "n_a": len(va[ka]), "n_b": len(vb[kb])})
+            row = {"method_a": m_a, "method_b": kb[0], "match": match, "class": cls,
+                   "layer_a": ia[ka]["layer"], "layer_b": ib[kb]["layer"],
+                   "depth": ia[ka].get("depth"), "measure": meas, "a": a, "b": b,
+                   "diff": a - b, "better": better_side(meas, a, b),
+                   "scale_free": MEASURES[meas].scale_free if meas in MEASURES else None,
+                   "n_a": len(va[ka]), "n_b": len(vb[kb]), "a_low": nan, "a_high": nan, "b_low": nan,
+                   "b_high": nan, "diff_low": nan, "diff_high": nan}
+            if reps_a is not None and reps_b is not None and not per_class:
+                xa = side_reps(reps_a, ra[ka], ia[ka]["layer"], meas)
+                xb = side_reps(reps_b, rb[kb], ib[kb]["layer"], meas)
+                v = paired(va[ka], vb[kb], xa, xb, meas)
+                row.update(better=v["better"], diff_low=v["low"], diff_high=v["high"])
+                if xa is not None:
+                    row["a_low"], row["a_high"] = percentile_interval(xa.mean(0))
+                if xb is not None:
+                    row["b_low"], row["b_high"] = percentile_interval(xb.mean(0))
+            out.append(row)
     return out
 
 
 def format_compare_table(rows: list[dict], label_a: str = "A", label_b: str = "B") -> str:
     """A plain-text table of ``compare_rows`` output."""
-    head = ["layer (A / B)", "measure", "A", "B", "A - B", "better"]
+    intervals = any(math.isfinite(r.get("diff_low", float("nan"))) for r in rows)
+    head = ["layer (A / B)", "measure", "A", "B", "A - B"] + (["95 % (A - B)"] if intervals else []) + ["better"]
     body = []
-    last = None
     for r in rows:
         layer = r["layer_a"] if r["layer_a"] == r["layer_b"] else f"{r['layer_a']} / {r['layer_b']}"
         if r["method_a"] != r["method_b"] or len({q["method_a"] for q in rows}) > 1:
             layer = f"{r['method_a'].upper()} {r['layer_a']} / {r['method_b'].upper()} {r['layer_b']}"
-        show = layer if layer != last else ""
-        last = layer
         star = "*" if r.get("scale_free") is False and r["better"] in ("A", "B") else ""
-        body.append([show, r["measure"], fmt(r["a"], 4), fmt(r["b"], 4), fmt(r["diff"], 4),
+        iv = [f"[{fmt(r['diff_low'], 4)}, {fmt(r['diff_high'], 4)}]"] if intervals else []
+        body.append([layer, r["measure"], fmt(r["a"], 4), fmt(r["b"], 4), fmt(r["diff"], 4), *iv,
                      r["better"] + star])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = [f"A = {label_a}", f"B = {label_b}",
@@ -95,6 +124,8 @@ def format_compare_table(rows: list[dict], label_a: str = "A", label_b: str = "B
              "  ".join("-" * w for w in widths)]
     for b in body:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(b, widths))))
+    if intervals:
+        lines.append(f"better: only where the paired 95 % interval of A - B excludes zero, else '{NO_DIFFERENCE}'")
     if any(b[-1].endswith("*") for b in body):
         lines.append("* in the units of each layer's activations: the direction holds only between layers of "
                      "equal scale; compare the unit-free measures (ratio, ...) across methods")
@@ -102,9 +133,11 @@ def format_compare_table(rows: list[dict], label_a: str = "A", label_b: str = "B
 
 
 def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = None, log=print,
-            **kw) -> tuple[list[dict], Path]:
+            extra_out: dict | None = None, **kw) -> tuple[list[dict], Path]:
     """Compare two runs or two experiments layer by layer; writes a CSV (default
-    ``<out>/<experiment of a>/compare-<a>-vs-<b>.csv``) and returns (rows, csv path)."""
+    ``<out>/<experiment of a>/compare-<a>-vs-<b>.csv``), the same with the rest as JSON beside it
+    (``.json``) and the similarity of the first runs (``-similarity.csv``); returns (rows, csv path).
+    ``extra_out`` receives ``{"mcnemar": ..., "similarity": [...]}``."""
     opts = options or Options()
     if kw:
         opts = Options(**{**asdict(opts), **kw})
@@ -121,19 +154,36 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
             all_groups.setdefault(k, [])
             all_groups[k] += [r for r in v if r not in all_groups[k]]
     names = experiment_names(all_groups)
-    side_rows = []
+    side_rows, side_reps, side_acts = [], [], []
     for g in sides:
-        rows = []
+        rows, reps, acts = [], {}, {}
         for exp_dir, runs in g.items():
             folder = out / names[exp_dir]
             with locked(folder, log):
                 for r in sorted(runs, key=lambda p: p.name):
                     info = read_run(r, names[exp_dir])
-                    rows += measure_run(info, RunActivations(info, opts, log), opts, folder / ".cache", log)
+                    key = f"{names[exp_dir]}/{info.name}"
+                    acts[key] = RunActivations(info, opts, log)
+                    reps[info.name] = {}
+                    rows += measure_run(info, acts[key], opts, folder / ".cache", log, reps[info.name])
         side_rows.append(rows)
-    result = compare_rows(side_rows[0], side_rows[1])
+        side_reps.append(reps)
+        side_acts.append(acts)
+    first = [next(iter(acts)) for acts in side_acts]
+    same_samples(first[0], side_acts[0][first[0]], first[1], side_acts[1][first[1]])
+    result = compare_rows(side_rows[0], side_rows[1], reps_a=side_reps[0], reps_b=side_reps[1])
     if not result:
         raise UserError(f"{a} and {b} have no layers in common (joined on the manifest's match key)")
+    result += compare_rows(side_rows[0], side_rows[1], per_class=True)
+    extra = {"mcnemar": None, "similarity": []}
+    ca = side_reps[0][first[0].split("/", 1)[1]].get(("output", "correct"))
+    cb = side_reps[1][first[1].split("/", 1)[1]].get(("output", "correct"))
+    if ca is not None and cb is not None:
+        extra["mcnemar"] = {"run_a": first[0], "run_b": first[1], **accuracy_verdict([ca], [cb])}
+    if opts.similarity:
+        pair = compare_pair(f"{first[0]} vs {first[1]}", first[0], side_acts[0][first[0]], first[1],
+                            side_acts[1][first[1]], opts.boot, opts.seed)
+        extra["similarity"] = csv_rows([pair])
 
     def label(p):
         p = Path(p)
@@ -147,4 +197,26 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
         raise UserError(f"--csv must name a file; {csv_path} is a directory")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(csv_path, csv_text(result, COMPARE_COLUMNS))
+    if extra["similarity"]:
+        write_text_atomic(csv_path.with_name(csv_path.stem + "-similarity.csv"), csv_text(extra["similarity"], SIM_COLUMNS))
+    write_text_atomic(csv_path.with_suffix(".json"), to_json({"a": str(a), "b": str(b), "rows": result, **extra}))
+    if extra_out is not None:
+        extra_out.update(extra)
     return result, csv_path
+
+
+def format_compare_extra(extra: dict) -> str:
+    """McNemar's line and the aligned layer pairs' similarity, one layer pair per line."""
+    lines = []
+    m = extra.get("mcnemar")
+    if m:
+        lines.append(f"model accuracy ({m['run_a']} vs {m['run_b']}): A right and B wrong on {m['a_only']} samples, "
+                     f"the reverse on {m['b_only']}; McNemar exact p = {m['p']:.3g}: "
+                     + {"A": "A better", "B": "B better"}.get(m["better"], NO_DIFFERENCE))
+    sim = [r for r in extra.get("similarity", []) if r["match_a"] == r["match_b"]]
+    if sim:
+        lines.append("similarity of aligned layers (first run of each side; CKA: similarity, Procrustes: distance):")
+        for r in sim:
+            lines.append(f"  {r['layer_a']} / {r['layer_b']}  {r['measure']}  {fmt(r['value'], 4)}  "
+                         f"[{fmt(r['boot_low'], 4)}, {fmt(r['boot_high'], 4)}]")
+    return "\n".join(lines)

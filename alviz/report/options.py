@@ -16,7 +16,7 @@ DEFAULT_OUT = Path("reports")
 DEFAULT_ROOT = Path("checkpoints")
 CSV_COLUMNS = ["experiment", "run", "method", "seed", "layer", "role", "depth", "on_path", "match",
                "measure", "stat", "value", "class"]
-COMPARE_COLUMNS = ["method_a", "method_b", "match", "layer_a", "layer_b", "depth", "measure",
+COMPARE_COLUMNS = ["method_a", "method_b", "match", "layer_a", "layer_b", "depth", "measure", "class",
                    "a", "b", "diff", "better", "scale_free", "n_a", "n_b", "a_low", "a_high", "b_low", "b_high",
                    "diff_low", "diff_high"]
 STATS = ("mean", "std", "n", "ci_low", "ci_high")
