@@ -393,15 +393,8 @@ def test_cli_compare_runs(exp, tmp_path, capsys):
     assert code == 0 and data["mcnemar"]["a_only"] >= 0 and data["similarity"] and data["rows"]
 
 
-def test_compare_refuses_runs_on_different_held_out_data(exp, tmp_path, capsys):
-    out = tmp_path / "rep"
-    R.compare(exp / "al-seed0", exp / "bp-seed0", out=out, log=quiet, boot=0, similarity=False, **dict(TINY, tsne=False))
-    code = main(["compare", str(exp / "al-seed0"), str(exp / "bp-seed0"), "--out", str(out), "--max-samples", "100",
-                 "--train-samples", "300", "--device", "cpu", "--boot", "0"])
-    assert code == 0
-    capsys.readouterr()
+def test_compare_refuses_runs_on_different_held_out_data(exp):
     # B's held-out set now differs (fewer samples): refused, naming both data sets
-    from alviz.extract import extract_run
     from alviz.report.measure import RunActivations
     from alviz.report.simsection import same_samples
     from alviz.report.runs import read_run
