@@ -55,7 +55,8 @@ def similarity_heatmap(matrix, rows: Sequence[str], cols: Sequence[str], *, ax=N
 
 
 def interval_by_layer(records, measure: str, *, ax=None, reference: float | None = None,
-                      ylabel: str | None = None, legend: bool = True):
+                      ylabel: str | None = None, legend: bool = True, compact: bool | None = None,
+                      xlabel: str = "layer (position along the inference path)"):
     """One measure along the inference path with interval error bars: records are mappings with
     ``method``, ``layer``, ``depth``, ``value``, ``low``, ``high`` (one per method and layer: a
     run's value and bootstrap interval, or a method's mean over seeds and its combined interval).
@@ -84,9 +85,9 @@ def interval_by_layer(records, measure: str, *, ax=None, reference: float | None
                 boundary = max(boundary or 0, float(r["depth"]) + 0.5)
     if reference is not None:
         ax.axhline(reference, color="#888888", linewidth=0.6, zorder=0)
-    _layer_ticks(ax, names, boundary, None)
+    _layer_ticks(ax, names, boundary, compact)
     ax.set_ylabel(ylabel or MEASURE_LABELS.get(measure, measure))
-    ax.set_xlabel("layer (position along the inference path)")
+    ax.set_xlabel(xlabel)
     ax.grid(axis="y", linewidth=0.4, alpha=0.5)
     if legend:
         _legend_above(ax)

@@ -19,7 +19,10 @@ def _records(summary: list[dict], measure: str) -> list[dict]:
     out = []
     for d in idx.values():
         if "mean" in d:
-            out.append({**d, "value": d["mean"], "low": d.get("boot_low", math.nan), "high": d.get("boot_high", math.nan)})
+            lo, hi = d.get("boot_low", math.nan), d.get("boot_high", math.nan)
+            if measure.endswith("_acc"):  # an accuracy's interval stays inside [0, 1]
+                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            out.append({**d, "value": d["mean"], "low": lo, "high": hi})
     return out
 
 
@@ -37,7 +40,7 @@ def interval_figures(summary: list[dict], ladder: list[dict], folder, log) -> di
             axes = fig.subplots(1, len(measures), squeeze=False)[0]
             for ax, m in zip(axes, measures):
                 simplots.interval_by_layer(_records(summary, m), m, ax=ax, legend=ax is axes[0],
-                                           reference=1.0 if m == "ratio" else None)
+                                           reference=1.0 if m == "ratio" else None, compact=True, xlabel="layer")
             figs["fig_intervals"] = {**save_figure(fig, folder, "fig_intervals"), "caption": (
                 "Separation (inter/intra ratio) and 5-NN / linear-probe accuracy by layer with 95 % intervals: "
                 "the stratified bootstrap over held-out samples for one seed; with several seeds, the mean over "

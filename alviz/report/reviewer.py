@@ -105,7 +105,8 @@ def reviewer_sections(infos, acts, rows, reps_by_run, opts, folder, log) -> dict
             doc.p("Linear CKA (unbiased estimator; similarity, 1 = same up to rotation and scale) between aligned "
                   "layers, with 95 % group-bootstrap intervals, against the same measure between two seeds of one "
                   "method (the noise floor). Procrustes distances (angular, lower = more alike) and mutual 10-NN "
-                  "overlaps of every layer pair are in similarity.csv.")
+                  "overlaps of every layer pair are in similarity.csv. The AL-BP pair uses runs of different "
+                  "seeds when there are two (runs of one seed share the encoders' initialisation).")
             if floors:
                 labels = [f["label"] for f in floors[0]["floors"]]
                 head = ["pos.", "layers", f"CKA {pairs[0]['label']}"] + [f"CKA {lab}" for lab in labels] + \
