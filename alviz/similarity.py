@@ -32,9 +32,10 @@ bootstrap: the samples are dealt into G groups of the same class mix and the per
 cross-products are kept; a replicate redraws G groups with replacement and recombines them (for
 CKA from the G x G Gram of the group products: O(G^2) per replicate, no pass over the data; for
 Procrustes one D x D sum and one SVD per replicate). For sums of per-sample products this has
-the sample bootstrap's variance to first order. The debiasing term of a CKA replicate uses the
-full-sample centring (its replicate centring changes it by O(1/n) of a term that is itself
-O(1/n)). The k-NN overlap's replicates are exact bootstrap means of its per-sample overlaps
+the sample bootstrap's variance to first order. A replicate's unbiased HSIC leaves out the pairs
+of copies of one sample (as the estimator leaves out i = j; counting them would inflate CKA, the
+biased estimator's pitfall again), and its sum of |x_i|^2 |y_i|^2 uses the full-sample centring
+(an O(1/n) change of a term that is itself O(1/n)). The k-NN overlap's replicates are exact bootstrap means of its per-sample overlaps
 (the neighbour sets stay those of the full sample).
 
 What this is not: no files, no torch, no choice of layers or samples, no plotting.
@@ -102,7 +103,7 @@ def _mean(Z, step: int) -> np.ndarray:
 class LayerStats:
     """One layer's centred self-products: mean, ``X^T X`` (float64), squared row norms."""
 
-    def __init__(self, Z):
+    def __init__(self, Z, defer: bool = False):
         Z = _flat(Z, "Z")
         if len(Z) < MIN_SAMPLES:
             raise ValueError(f"linear CKA needs at least {MIN_SAMPLES} samples; got {len(Z)}.")
@@ -111,12 +112,20 @@ class LayerStats:
         self.mean = _mean(Z, step)
         self.gram = np.zeros((self.d, self.d))
         self.rows = np.zeros(self.n)
+        if defer:  # the caller streams the rows through add() and calls finish()
+            return
         for s, e in _chunks(self.n, step):
-            blk = self.block(s, e)
-            self.gram += blk.T @ blk
-            self.rows[s:e] = np.einsum("ij,ij->i", blk, blk)
-        self.hsic_u = _hsic_u(float(np.sum(self.gram * self.gram)), self.rows, self.rows, self.n)
-        self.hsic_b = float(np.sum(self.gram * self.gram))
+            self.add(s, e, self.block(s, e))
+        self.finish()
+
+    def add(self, s: int, e: int, blk: np.ndarray) -> None:
+        self.gram += blk.T @ blk
+        self.rows[s:e] = np.einsum("ij,ij->i", blk, blk)
+
+    def finish(self) -> None:
+        g2 = float(np.sum(self.gram * self.gram))
+        self.hsic_u = _hsic_u(g2, self.rows, self.rows, self.n)
+        self.hsic_b = g2
 
     def block(self, s: int, e: int) -> np.ndarray:
         return np.asarray(self.Z[s:e], dtype=np.float64) - self.mean
@@ -159,11 +168,25 @@ def _procrustes_from(a: LayerStats, b: LayerStats, cross: np.ndarray) -> float:
     return float(math.acos(min(1.0, max(-1.0, nuc))))
 
 
+def _pair(X, Y):
+    """LayerStats of X and Y and their cross-product in one pass over the rows after the means."""
+    X, Y = _check(X, Y)
+    a, b = LayerStats(X, defer=True), LayerStats(Y, defer=True)
+    cross = np.zeros((a.d, b.d))
+    for s, e in _chunks(a.n, _step(a.d, b.d)):
+        xa, xb = a.block(s, e), b.block(s, e)
+        a.add(s, e, xa)
+        b.add(s, e, xb)
+        cross += xa.T @ xb
+    a.finish()
+    b.finish()
+    return a, b, cross
+
+
 def cka(X, Y, *, debiased: bool = True) -> float:
     """Linear CKA of X and Y (rows: the same samples) in feature space; unbiased by default."""
-    X, Y = _check(X, Y)
-    a, b = LayerStats(X), LayerStats(Y)
-    return _cka_from(a, b, _cross(a, b), debiased)
+    a, b, cross = _pair(X, Y)
+    return _cka_from(a, b, cross, debiased)
 
 
 def cka_gram(X, Y, *, debiased: bool = True) -> float:
@@ -192,9 +215,8 @@ def cka_gram(X, Y, *, debiased: bool = True) -> float:
 
 def procrustes(X, Y) -> float:
     """Angular orthogonal Procrustes distance (radians) of X and Y after centring and unit norm."""
-    X, Y = _check(X, Y)
-    a, b = LayerStats(X), LayerStats(Y)
-    return _procrustes_from(a, b, _cross(a, b))
+    a, b, cross = _pair(X, Y)
+    return _procrustes_from(a, b, cross)
 
 
 def knn_sets(Z, k: int = 10, budget: int = _BUDGET) -> np.ndarray:
@@ -271,19 +293,28 @@ class _GroupStats:
         self.ry = np.bincount(g, weights=b.rows, minlength=n_groups)
 
     def hsic_u(self, V: np.ndarray) -> np.ndarray:
-        """Unbiased HSIC (times n(n-3)) of every replicate (rows of group multiplicities V)."""
+        """Unbiased HSIC (times n(n-3)) of every replicate (rows of group multiplicities V).
+
+        A replicate holds w_i = v_g copies of each sample of group g. Pairs of copies of one
+        sample are left out of the U-statistic, as i = j is for the full sample (otherwise the
+        copies' k(x_i, x_i) l(y_i, y_i) terms would inflate HSIC, most for wide layers):
+        with centred data, n(n-3) HSIC_u = ||X^T W Y||^2 - sum w^2 |x|^2 |y|^2
+        + (sum w^2 |x|^2)(sum w^2 |y|^2) / ((n-1)(n-2)) - 2/(n-2) sum w^3 |x|^2 |y|^2."""
         n = V @ self.n
         G = self.G
+        V2, V3 = V ** 2, V ** 3
         main = np.sum((V @ self.gram) * V, axis=1)
         # centring of the replicate: C = sum v_g S_g - n mx my^T, mx = sum v_h sx_h / n
         VV = (V[:, :, None] * V[:, None, :]).reshape(len(V), G * G)
         cross = np.sum((V @ self.T.reshape(G, G * G)) * VV, axis=1) / n
-        mx2 = np.sum(np.square(V @ self.sx), axis=1) / n ** 2
-        my2 = np.sum(np.square(V @ self.sy), axis=1) / n ** 2
+        mx, my = (V @ self.sx) / n[:, None], (V @ self.sy) / n[:, None]
+        mx2, my2 = np.sum(mx * mx, axis=1), np.sum(my * my, axis=1)
         c2 = main - 2.0 * cross + n ** 2 * mx2 * my2
-        rx = V @ self.rx - n * mx2
-        ry = V @ self.ry - n * my2
-        return c2 - n / (n - 2.0) * (V @ self.rxy) + rx * ry / ((n - 1.0) * (n - 2.0))
+        # sum w^2 |x_i - m|^2, exact; the products |x|^2 |y|^2 keep the full-sample centring
+        rx = V2 @ self.rx - 2.0 * np.sum((V2 @ self.sx) * mx, axis=1) + mx2 * (V2 @ self.n)
+        ry = V2 @ self.ry - 2.0 * np.sum((V2 @ self.sy) * my, axis=1) + my2 * (V2 @ self.n)
+        return (c2 - V2 @ self.rxy + rx * ry / ((n - 1.0) * (n - 2.0))
+                - 2.0 / (n - 2.0) * (V3 @ self.rxy))
 
     def centred_sum(self, v: np.ndarray) -> np.ndarray:
         n = float(v @ self.n)

@@ -138,3 +138,16 @@ def test_combine_seeds():
     assert (lo, hi) == (0.88, 0.92)
     lo, hi = U.combine_seeds([0.90, 0.91, 0.92], [0.88, 0.89, 0.90], [0.92, 0.93, 0.94])
     assert lo < 0.91 < hi and (hi - lo) > (0.94 - 0.88) / 2
+
+
+def test_group_bootstrap_of_a_wide_low_cka_pair_covers_the_value():
+    # duplicated samples in a replicate must not count as pairs (that would inflate CKA)
+    rng = np.random.default_rng(0)
+    y = np.arange(600) % 10
+    X = rng.normal(size=(600, 120))
+    X[np.arange(600), y] += 3.0
+    Y = 0.5 * X + rng.normal(size=X.shape)
+    a, b = S.LayerStats(X), S.LayerStats(Y)
+    v = S.cka(X, Y)
+    lo, hi = U.percentile_interval(S.group_bootstrap(a, b, y, n_boot=200, procrustes_boot=0)["cka"])
+    assert lo < v < hi and hi - lo < 0.2
