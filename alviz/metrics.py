@@ -441,12 +441,12 @@ def silhouette(Z, y, *, max_samples: int = 2000, seed: int = 0) -> float:
     """Mean silhouette coefficient (Euclidean; higher = better), sklearn ``silhouette_score``.
 
     Computed on a seeded stratified subsample of at most ``max_samples`` points (see
-    :func:`alviz.embed.stratified_sample`); the cost is O(max_samples^2 D). Returns ``nan``
+    :func:`alviz.sampling.stratified_sample`); the cost is O(max_samples^2 D). Returns ``nan``
     when the subsample has fewer than 2 classes or as many classes as points.
     """
     from sklearn.metrics import silhouette_score
 
-    from .embed import stratified_sample
+    from .sampling import stratified_sample
 
     Z, y, _, _, _ = _validate(Z, y)
     idx = stratified_sample(y, max_samples, seed=seed)
@@ -471,7 +471,7 @@ def _validate_pair(Z_train, y_train, Z_test, y_test):
 
 def _cap_train(Z_train, y_train, max_train: int | None, seed: int):
     if max_train is not None and len(y_train) > max_train:
-        from .embed import stratified_sample
+        from .sampling import stratified_sample
 
         idx = stratified_sample(y_train, max_train, seed=seed)
         return np.asarray(Z_train[idx]), y_train[idx]

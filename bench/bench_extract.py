@@ -5,7 +5,7 @@
 Measures, side by side in one run:
 1. speed (CPU): the inner loop of ``extract_run`` (``alviz.extract.extract_arrays``: hooks,
    pooling, copies, writes into the preallocated .npy files) against a plain ``model(x)`` loop
-   over the same batches from the same batch generator (``alviz.extract._batches``), batch
+   over the same batches from the same batch generator (``alviz.extract.writer._batches``), batch
    size 256, on mnist5k (all 5,000 samples for the MLP, 1,000 for the CNN, whose forward pass is
    35x slower: the ratio does not depend on the count; --quick: 512 for the MLP, 128 for the CNN,
    2 repetitions), for the default MLP (2 components, n = 256) and the CNN (4 components,
@@ -55,7 +55,8 @@ import torch  # noqa: E402
 
 from alviz.config import TrainConfig  # noqa: E402
 from alviz.data import load_dataset  # noqa: E402
-from alviz.extract import _batches, extract_arrays, layer_catalogue  # noqa: E402
+from alviz.extract import extract_arrays, layer_catalogue  # noqa: E402
+from alviz.extract.writer import _batches  # noqa: E402
 from alviz.models import create_model  # noqa: E402
 
 
@@ -158,10 +159,11 @@ sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads(1)  # memory, not time, is measured here; one thread avoids waits on a busy machine
 import alviz.extract as X
+import alviz.extract.writer as XW
 if {through_mapping}:  # the alternative alviz avoids: stores through the shared mapping
     from numpy.lib.format import open_memmap
 
-    class MapWriter:  # the interface of alviz.extract._NpyWriter
+    class MapWriter:  # the interface of alviz.extract.writer._NpyWriter
         def __init__(self, path, n, row_shape, dtype, batch_rows=1):
             self.mm = open_memmap(path, mode="w+", dtype=dtype, shape=(n,) + tuple(row_shape))
             self.row_shape = tuple(row_shape)
@@ -176,7 +178,7 @@ if {through_mapping}:  # the alternative alviz avoids: stores through the shared
             self.mm.flush()
             del self.mm
 
-    X._NpyWriter = MapWriter
+    XW._NpyWriter = MapWriter
 
 def status(key):
     for line in open("/proc/self/status"):

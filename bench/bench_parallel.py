@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from alviz.cli import main as cli_main  # noqa: E402
 from alviz.parallel import launch_local  # noqa: E402
 
 
@@ -84,8 +85,9 @@ class _Runner:
         args = ["train", "--method", method, "--out", str(out), "--quiet", *self.base, *extra]
         t0 = time.perf_counter()
         # forked ranks must be single-threaded (OpenMP is not fork-safe): others start afresh
-        outs = launch_local(args, nprocs, threads=threads, timeout=self.timeout, fork=self.fork and threads == 1,
-                            env=env)
+        fork = self.fork and threads == 1
+        outs = launch_local(args, nprocs, threads=threads, timeout=self.timeout, fork=fork,
+                            entry=cli_main if fork else None, env=env)
         wall = time.perf_counter() - t0
         bad = [o for o in outs if o.returncode != 0 or o.killed]
         if bad:

@@ -10,6 +10,7 @@ from torch import nn
 
 import alviz
 from alviz import extract as X
+from alviz.extract import writer as XW
 from alviz.cli import main
 from alviz.config import TrainConfig
 from alviz.data import load_dataset
@@ -286,10 +287,10 @@ def test_cnn_gap_and_flatten(fresh):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stage_bytes", [X.STAGE_BYTES, 100])
+@pytest.mark.parametrize("stage_bytes", [XW.STAGE_BYTES, 100])
 def test_batch_sizes_7_and_64_give_the_same_arrays(fresh, monkeypatch, stage_bytes):
     # 100 bytes: the staging buffers hold one batch, so every batch is flushed mid-stream
-    monkeypatch.setattr(X, "STAGE_BYTES", stage_bytes)
+    monkeypatch.setattr(XW, "STAGE_BYTES", stage_bytes)
     run = fresh("al")
     a = X.load_activations(X.extract_run(run, batch_size=7, log=Log()))
     a = {k: np.array(v) for k, v in a.layers.items()} | {"ids": a.ids, "labels": a.labels}
@@ -304,22 +305,22 @@ def test_batch_sizes_7_and_64_give_the_same_arrays(fresh, monkeypatch, stage_byt
 
 def test_writer_puts_rows_at_their_offsets(tmp_path):
     rows = np.arange(7 * 3, dtype=np.float16).reshape(7, 3)
-    w = X._NpyWriter(tmp_path / "a.npy", 7, (3,), np.float16)
+    w = XW._NpyWriter(tmp_path / "a.npy", 7, (3,), np.float16)
     for start in (5, 0, 2):  # any order, uneven chunks
         stop = {5: 7, 0: 2, 2: 5}[start]
         w.write(start, rows[start:stop])
     w.close()
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy", allow_pickle=False), rows)
-    w = X._NpyWriter(tmp_path / "b.npy", 2, (3,), np.float32)
+    w = XW._NpyWriter(tmp_path / "b.npy", 2, (3,), np.float32)
     with pytest.raises(ValueError, match="expected float32"):
         w.write(0, rows[:2])
     w.close()
 
 
-@pytest.mark.parametrize("stage_bytes", [X.STAGE_BYTES, 100])
+@pytest.mark.parametrize("stage_bytes", [XW.STAGE_BYTES, 100])
 def test_writer_thread_path_writes_the_same_arrays(fresh, tmp_path, monkeypatch, stage_bytes):
     # the GPU path (hooks copy to the host, a writer thread writes), exercised on the CPU
-    monkeypatch.setattr(X, "STAGE_BYTES", stage_bytes)
+    monkeypatch.setattr(XW, "STAGE_BYTES", stage_bytes)
     run = fresh("al")
     model, x, y, _ = _direct(run)
     names = [e.name for e in X.layer_catalogue(model)]
@@ -348,7 +349,7 @@ def test_writer_thread_error_is_raised_and_every_file_closed(fresh, tmp_path, mo
     def boom(self, start, arr):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(X._NpyWriter, "write", boom)
+    monkeypatch.setattr(XW._NpyWriter, "write", boom)
     fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     with pytest.raises(OSError, match="No space left"):
         X.extract_arrays(model, x, X.select_samples(y, 40), names, tmp_path, batch_size=8, writer_thread=True)
@@ -357,9 +358,9 @@ def test_writer_thread_error_is_raised_and_every_file_closed(fresh, tmp_path, mo
 
 
 def test_writer_stage_flushes_grows_and_checks_bounds(tmp_path, monkeypatch):
-    monkeypatch.setattr(X, "STAGE_BYTES", 24)  # 2 rows of 3 float32
+    monkeypatch.setattr(XW, "STAGE_BYTES", 24)  # 2 rows of 3 float32
     rows = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
-    w = X._NpyWriter(tmp_path / "a.npy", 10, (3,), np.float32)
+    w = XW._NpyWriter(tmp_path / "a.npy", 10, (3,), np.float32)
     assert len(w._stage) == 2
     w.write(0, rows[:1])
     w.write(1, rows[1:6])  # more than the buffer holds: it grows for this batch
@@ -381,10 +382,10 @@ def test_writer_writes_a_large_stage_in_pieces(tmp_path, monkeypatch):
         sizes.append(len(buf))
         return real(fd, buf, pos)
 
-    monkeypatch.setattr(X, "WRITE_CHUNK", 40)
-    monkeypatch.setattr(X.os, "pwrite", pwrite)
+    monkeypatch.setattr(XW, "WRITE_CHUNK", 40)
+    monkeypatch.setattr(XW.os, "pwrite", pwrite)
     rows = np.arange(9 * 5, dtype=np.float32).reshape(9, 5)  # 20 bytes a row, one batch of 180
-    w = X._NpyWriter(tmp_path / "a.npy", 9, (5,), np.float32, batch_rows=9)
+    w = XW._NpyWriter(tmp_path / "a.npy", 9, (5,), np.float32, batch_rows=9)
     w.write(0, rows)
     w.close()
     assert sizes == [40, 40, 40, 40, 20]
@@ -394,7 +395,7 @@ def test_writer_writes_a_large_stage_in_pieces(tmp_path, monkeypatch):
 def test_writer_reserves_the_file_size_or_falls_back_to_a_hole(tmp_path, monkeypatch):
     import errno
 
-    w = X._NpyWriter(tmp_path / "a.npy", 1000, (4,), np.float32)
+    w = XW._NpyWriter(tmp_path / "a.npy", 1000, (4,), np.float32)
     size = (tmp_path / "a.npy").stat().st_size
     assert size == w.offset + 1000 * 16
     w.close(flush=False)
@@ -402,8 +403,8 @@ def test_writer_reserves_the_file_size_or_falls_back_to_a_hole(tmp_path, monkeyp
     def unsupported(fd, off, n):
         raise OSError(errno.EOPNOTSUPP, "not supported")
 
-    monkeypatch.setattr(X.os, "posix_fallocate", unsupported, raising=False)
-    w = X._NpyWriter(tmp_path / "b.npy", 5, (2,), np.float32)
+    monkeypatch.setattr(XW.os, "posix_fallocate", unsupported, raising=False)
+    w = XW._NpyWriter(tmp_path / "b.npy", 5, (2,), np.float32)
     w.write(0, np.ones((5, 2), np.float32))
     w.close()
     np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), np.ones((5, 2)))
@@ -411,9 +412,9 @@ def test_writer_reserves_the_file_size_or_falls_back_to_a_hole(tmp_path, monkeyp
     def full(fd, off, n):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(X.os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(XW.os, "posix_fallocate", full, raising=False)
     with pytest.raises(OSError, match="No space left"):  # a full disk fails before any row is computed
-        X._NpyWriter(tmp_path / "c.npy", 5, (2,), np.float32)
+        XW._NpyWriter(tmp_path / "c.npy", 5, (2,), np.float32)
 
 
 def test_float16(fresh):
@@ -574,8 +575,8 @@ def test_crash_leaves_no_half_written_set(fresh, monkeypatch):
             raise RuntimeError("disk on fire")
         return original(self)
 
-    original = X._NpyWriter.flush
-    monkeypatch.setattr(X._NpyWriter, "flush", boom)
+    original = XW._NpyWriter.flush
+    monkeypatch.setattr(XW._NpyWriter, "flush", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         X.extract_run(run, max_samples=30, force=True, batch_size=5, log=Log())
     assert sorted(p.name for p in (run / "activations").iterdir()) == ["blobs-test"]  # no temp folder left
@@ -706,7 +707,7 @@ def test_cli_extract_disk_full_is_one_line_and_leaves_nothing(fresh, capsys, mon
     def full(fd, off, n):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(X.os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(XW.os, "posix_fallocate", full, raising=False)
     assert main(["extract", str(run), "--max-samples", "20", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("alviz: error: cannot write ")

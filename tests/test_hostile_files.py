@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from alviz import report
+from alviz.report import analysis
 from alviz.cli import main
 from alviz.errors import UserError
 from alviz.extract import load_activations
@@ -290,7 +290,7 @@ def test_truncated_optimizer_state_is_a_clear_error_on_resume(fresh, base, capsy
 
 def test_pickles_in_analysis_caches_are_never_loaded(fresh, capsys, monkeypatch, tmp_path):
     run, marker = fresh
-    monkeypatch.setattr(report, "_experiment_figures", lambda *a, **k: {})  # figures play no part here
+    monkeypatch.setattr(analysis, "experiment_figures", lambda *a, **k: {})  # figures play no part here
     args = ["analyze", str(run.parent), "--tsne-samples", "20", "--train-samples", "60", "--device", "cpu",
             "--out", str(tmp_path / "reports")]
     assert main(args) == 0

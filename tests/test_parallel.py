@@ -1,6 +1,6 @@
 """alviz.parallel: the AL pipeline and DDP across 2 gloo ranks on 127.0.0.1, failure handling.
 
-Ranks are forks of the test process (`launch_local(fork=True)`: no import cost) running the real
+Ranks are forks of the test process (`launch_local(fork=True, entry=cli.main)`: no import cost) running the real
 `alviz train` command line with the environment torchrun would give them. Known answers: a
 pipelined or data-parallel run does the same arithmetic as single-process training, so its
 weights must match `alviz.train.train`'s to float rounding.
@@ -75,7 +75,7 @@ def _ok(outs):
 
 def test_pipeline_two_ranks_trains_like_single_process(tmp_path, blobs, cfg_file):
     outs = launch_local(_args(cfg_file, tmp_path / "exp", "--method", "al", "--pipeline"), 2,
-                        timeout=LIMIT_S, fork=True)
+                        timeout=LIMIT_S, fork=True, entry=cli.main)
     _ok(outs)
     assert "al seed 0: test acc 1.0000" in outs[0].stdout
     assert outs[1].stdout == ""  # ranks other than 0 report nothing
@@ -106,11 +106,11 @@ def test_pipeline_two_ranks_trains_like_single_process(tmp_path, blobs, cfg_file
 def test_pipeline_micro_batches_and_resume(tmp_path, blobs, cfg_file):
     exp = tmp_path / "exp"
     _ok(launch_local(_args(cfg_file, exp, "--method", "al", "--pipeline", "--micro-batches", "3", "--depth", "3",
-                           epochs=2), 2, timeout=LIMIT_S, fork=True))
+                           epochs=2), 2, timeout=LIMIT_S, fork=True, entry=cli.main))
     run = exp / "al-seed0"
     assert json.loads((run / "meta.json").read_text())["parallel"]["components"] == [[1], [2, 3]]
     outs = launch_local(_args(cfg_file, exp, "--method", "al", "--pipeline", "--micro-batches", "3", "--depth", "3",
-                              "--resume", epochs=3), 2, timeout=LIMIT_S, fork=True)
+                              "--resume", epochs=3), 2, timeout=LIMIT_S, fork=True, entry=cli.main)
     _ok(outs)
     meta = json.loads((run / "meta.json").read_text())
     assert meta["epoch"] == 3 and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
@@ -122,7 +122,7 @@ def test_ddp_two_ranks_both_methods(tmp_path, blobs, cfg_file):
     # batch 45 over 2 ranks: shards of 23 and 22, and a last batch of 15 (8 + 7): the gradient
     # weighting must still give the global batch's mean gradient
     outs = launch_local(_args(cfg_file, tmp_path / "exp", "--method", "both", "--ddp", "--batch-size", "45"), 2,
-                        timeout=LIMIT_S, fork=True)
+                        timeout=LIMIT_S, fork=True, entry=cli.main)
     _ok(outs)
     for method in ("al", "bp"):
         run = tmp_path / "exp" / f"{method}-seed0"
@@ -140,7 +140,7 @@ def test_dead_rank_stops_the_others_with_a_clear_error(tmp_path, cfg_file):
     t0 = time.monotonic()
     # rank 1 exits abruptly at its 20th micro-batch (epoch 2 of 15 micro-batches each)
     outs = launch_local(_args(cfg_file, tmp_path / "exp", "--method", "al", "--pipeline"), 2, timeout=LIMIT_S,
-                        fork=True, env={"ALVIZ_TEST_FAIL": "1:20"})
+                        fork=True, entry=cli.main, env={"ALVIZ_TEST_FAIL": "1:20"})
     assert time.monotonic() - t0 < LIMIT_S - 5
     r0, r1 = outs
     assert r1.returncode == 17 and "injected failure" in r1.stderr
@@ -157,7 +157,7 @@ def test_hung_rank_times_out(tmp_path, cfg_file):
     # rank 1 stops answering at step 20 of a DDP run: rank 0 gives up after ALVIZ_DIST_TIMEOUT
     t0 = time.monotonic()
     outs = launch_local(_args(cfg_file, tmp_path / "exp", "--method", "bp", "--ddp"), 2, timeout=LIMIT_S, grace=3,
-                        fork=True, env={"ALVIZ_TEST_FAIL": "1:20:hang", "ALVIZ_DIST_TIMEOUT": "2"})
+                        fork=True, entry=cli.main, env={"ALVIZ_TEST_FAIL": "1:20:hang", "ALVIZ_DIST_TIMEOUT": "2"})
     assert time.monotonic() - t0 < LIMIT_S - 5
     r0, r1 = outs
     assert r0.killed is None and r0.returncode == 4, r0.stderr
@@ -177,7 +177,7 @@ def test_partition_and_micro_batch_plan():
                                           (6, 8, True), (8, 9, False), (9, 10, True)]
     assert micro_batch_plan(5, 4, 1) == [(0, 4, True), (4, 5, True)]
     with pytest.raises(ValueError, match="one thread only"):  # OpenMP is not fork-safe
-        launch_local(["train"], 2, threads=2, fork=True)
+        launch_local(["train"], 2, threads=2, fork=True, entry=cli.main)
 
 
 @pytest.mark.parametrize("variant", ["paper", "iclr2022"])

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from alviz import report as R
+from alviz.metrics import MEASURES
+from alviz.report import files, measure, runs, tsne, viewer
 from alviz.cli import main
 from alviz.config import TrainConfig
 from alviz.errors import UserError
@@ -87,7 +89,7 @@ def test_metrics_csv_is_tidy_with_aggregated_ci(analysed):
     layers = {(r["method"], r["layer"]) for r in per_run}
     assert {l for m, l in layers if m == "al"} == {"block1", "block2", "bridge1", "bridge2", "decoder2", "decoder1"}
     assert {l for m, l in layers if m == "bp"} == {"block1", "block2", "head1", "head2", "head3"}
-    assert len(per_run) == (6 + 5) * 2 * len(R.MEASURES)
+    assert len(per_run) == (6 + 5) * 2 * len(MEASURES)
     # the aggregate over seeds: known answer from the per-run values
     vals = [float(r["value"]) for r in per_run if r["method"] == "al" and r["layer"] == "block2"
             and r["measure"] == "ratio"]
@@ -109,7 +111,7 @@ def test_metrics_json_matches_csv(analysed):
     folder, _ = analysed
     data = json.loads((folder / "metrics.json").read_text())
     assert data["experiment"] == "blobs-exp"
-    assert set(data["measures"]) == set(R.MEASURES)
+    assert set(data["measures"]) == set(MEASURES)
     assert len(data["runs"]) == 4 and {r["method"] for r in data["runs"]} == {"al", "bp"}
     assert len(data["rows"]) == len([r for r in read_csv(folder / "metrics.csv") if r["stat"] == "value"])
     assert data["tsne"]["n"] == 40
@@ -135,14 +137,14 @@ def test_caches_reused_then_invalidated(exp, tmp_path):
     """Measures and t-SNE panels come from the cache while the activations are unchanged; a
     changed activation file recomputes exactly its entries and drops the stale ones."""
     opts = R.Options(**dict(TINY, tsne_samples=30))
-    infos = [R._run_info(exp / n, "blobs-exp") for n in ("al-seed0", "bp-seed0")]
+    infos = [runs.read_run(exp / n, "blobs-exp") for n in ("al-seed0", "bp-seed0")]
     cache = tmp_path / "cache"
 
     def run():
         logs = []
-        acts = {i.name: R._Acts(i, opts, quiet) for i in infos}
-        rows = R._measure_run(infos[0], acts["al-seed0"], opts, cache, logs.append)
-        panels = R._tsne_panels(infos, acts, opts, cache, logs.append)
+        acts = {i.name: measure.RunActivations(i, opts, quiet) for i in infos}
+        rows = measure.measure_run(infos[0], acts["al-seed0"], opts, cache, logs.append)
+        panels = tsne.tsne_panels(infos, acts, opts, cache, logs.append)
         return rows, panels, logs
 
     rows1, t1, logs = run()
@@ -201,15 +203,15 @@ def test_concurrent_analyze_cli_and_api_are_serialised(exp, tmp_path, capsys):
     assert not (folder / "fig_tsne.png").exists() and (folder / "fig_ratio.png").exists()
     rows = read_csv(folder / "metrics.csv")
     assert {r["run"] for r in rows if r["stat"] == "value"} == {"bp-seed1"}
-    assert len([r for r in rows if r["stat"] == "value"]) == 5 * len(R.MEASURES)
+    assert len([r for r in rows if r["stat"] == "value"]) == 5 * len(MEASURES)
     json.loads((folder / "metrics.json").read_text())
     assert "id=\"alviz-tsne\"" not in (folder / "report.html").read_text()
 
 
 def test_lock_excludes_a_second_holder(tmp_path):
     order = []
-    with R._locked(tmp_path, log=quiet):
-        t = threading.Thread(target=lambda: (R._locked(tmp_path, log=lambda m: order.append("waiting"))
+    with files.locked(tmp_path, log=quiet):
+        t = threading.Thread(target=lambda: (files.locked(tmp_path, log=lambda m: order.append("waiting"))
                                              .__enter__(), order.append("got")))
         t.start()
         time.sleep(0.3)
@@ -287,14 +289,14 @@ def test_thumbnails_are_the_samples_images():
 
     raw = load_raw("digits")
     ids = raw.ids_test[[3, 0, 7]]
-    info = R.RunInfo(path=Path("."), name="r", experiment="e", method="al", seed=0,
+    info = runs.RunInfo(path=Path("."), name="r", experiment="e", method="al", seed=0,
                      config={"dataset": "digits", "data_dir": "data", "test_fraction": 0.2}, meta={})
-    th = R._thumbnails(info, ids, quiet)
+    th = viewer.thumbnails(info, ids, quiet)
     assert th.shape == (3, 8, 8, 1) and th.dtype == np.uint8
     expected = np.round(raw.x_test[[3, 0, 7], 0] / 16.0 * 255.0)  # digits: pixels 0..16
     np.testing.assert_array_equal(th[..., 0], expected.astype(np.uint8))
     info.config["dataset"] = "blobs"
-    assert R._thumbnails(info, np.array([0]), quiet) is None  # vectors: no images
+    assert viewer.thumbnails(info, np.array([0]), quiet) is None  # vectors: no images
 
 
 def test_compare_rows_by_method_when_sides_hold_both():

@@ -1,0 +1,312 @@
+"""AL as a pipeline of components across ranks (``--pipeline``).
+
+Rank r owns a contiguous group of components (f_i, b_i, g_i, h_i for i in its group). The epoch
+is a stream of micro-batches; rank 0 reads (x, y), every rank runs its components, sends (s, t, y)
+of each micro-batch to rank r+1 with a non-blocking send and receives the next micro-batch ahead
+while it computes; it steps its own optimiser when the last micro-batch of a mini-batch is done.
+Nothing flows backwards. The result is the same arithmetic as single-process AL (see
+docs/PARALLEL.md for why, and the tests that check it). At the end of every epoch rank 0 gathers
+the weights and optimiser state and writes an ordinary run directory.
+
+What this is not: no process group plumbing (``group``), no data parallelism (``ddp``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .. import checkpoint as ckpt
+from ..config import TrainConfig
+from ..data import Data, augment_batch
+from ..errors import UserError
+from ..models import create_model, resolve_shape_defaults
+from ..models.backbones import output_shapes
+from ..train import (Diverged, Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier,
+                     make_optimizer, resolve_data, run_meta, save_epoch, set_lrs)
+from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_failure, fault_injector, init_distributed,
+                    is_comm_error, lost_contact, nonfinite_column, start_run)
+
+
+_PARTS = ("blocks", "bridges", "label_encoders", "decoders")  # f_i, b_i, g_i, h_i
+
+
+def partition(depth: int, world_size: int) -> list[range]:
+    """Contiguous, as-even-as-possible groups of components, one per rank."""
+    if world_size > depth:
+        raise UserError(f"--pipeline over {world_size} ranks needs at least {world_size} components; received "
+                        f"depth {depth} (raise --depth or start fewer ranks)")
+    return [range(r * depth // world_size, (r + 1) * depth // world_size) for r in range(world_size)]
+
+
+def micro_batch_plan(n: int, batch_size: int, micro_batches: int) -> list[tuple[int, int, bool]]:
+    """The epoch's micro-batches as (lo, hi, last_of_its_mini_batch) positions in the epoch's permutation:
+    every mini-batch of `batch_size` is cut into `micro_batches` near-equal contiguous pieces."""
+    out = []
+    for step in range(math.ceil(n / batch_size)):
+        a, b = step * batch_size, min(n, (step + 1) * batch_size)
+        m = min(micro_batches, b - a)
+        cuts = [a + (b - a) * k // m for k in range(m + 1)]
+        out += [(cuts[k], cuts[k + 1], k == m - 1) for k in range(m)]
+    return out
+
+
+def _component_params(model, comps) -> tuple[list, list]:
+    fb, gh = [], []
+    for i in comps:
+        fb += [*model.blocks[i].parameters(), *model.bridges[i].parameters()]
+        gh += [*model.label_encoders[i].parameters(), *model.decoders[i].parameters()]
+    return fb, gh
+
+
+def _component_tensors(model, comps, opt, create_state: bool) -> list[torch.Tensor]:
+    """Everything that defines components `comps`, in a fixed order every rank agrees on: the state-dict
+    tensors (weights and buffers), then each parameter's Adam state."""
+    out = []
+    for i in comps:
+        for part in _PARTS:
+            out += list(getattr(model, part)[i].state_dict(keep_vars=True).values())
+    fb, gh = _component_params(model, comps)
+    for p in fb + gh:
+        out += adam_state_tensors(opt, p, create_state)
+    return out
+
+
+def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, micro_batches: int = 1,
+                   resume: bool = False, data: Data | None = None, progress: bool = True, log=print) -> Result | None:
+    """Train one AL run as a pipeline over the ranks of the process group; rank 0 returns the Result,
+    the others None. Every rank must call it with the same arguments."""
+    cfg = resolve_shape_defaults(cfg).validate()
+    if cfg.method != "al":
+        raise UserError(f"--pipeline trains AL only (BP's gradient crosses components); received method "
+                        f"{cfg.method!r}; use --ddp for bp")
+    if micro_batches < 1 or micro_batches > cfg.batch_size:
+        raise UserError(f"--micro-batches must be between 1 and the batch size {cfg.batch_size}; received {micro_batches}")
+    ctx = ctx or init_distributed(cfg.device)
+    comm = Comm(ctx)
+    rank, K = ctx.rank, ctx.world_size
+    parts = partition(cfg.depth, K)
+    mine = parts[rank]
+    run = Path(run_dir)
+    device = ctx.device
+    cfg, start_epoch, history, resumed = start_run(cfg, run, resume, ctx, comm)
+    data, augment = resolve_data(cfg, data)
+
+    # every rank builds the whole model from the seed (the same initial weights as single-process AL),
+    # then trains only its own components; rank 0 keeps the whole model for evaluation and checkpoints
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg, data.input_shape, data.num_classes)
+    feat = output_shapes(list(model.blocks), tuple(data.input_shape))  # s_i's shape per component
+    if ctx.is_main:
+        model.to(device)
+    else:
+        for i in mine:
+            for part in _PARTS:
+                getattr(model, part)[i].to(device)
+    model.train()
+    fb, gh = _component_params(model, mine)
+    groups = [{"params": fb, "lr": cfg.lr, "name": "f/b"}, {"params": gh, "lr": cfg.lr * cfg.lr_gh_factor, "name": "g/h"}]
+    base_lrs = [g["lr"] for g in groups]
+    opt = make_optimizer(groups, cfg, device)  # alviz.train's Adam (fused on CUDA)
+    full_opt = None
+    if ctx.is_main:  # the whole model's optimiser, in alviz.train's layout: only ever written to disk
+        full_opt = make_optimizer(model.param_groups(cfg.lr, cfg.lr_gh_factor), cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as alviz.train
+
+    try:
+        if resumed:
+            _pipeline_restore(model, opt, full_opt, run, parts, ctx, comm, start_epoch)
+        if start_epoch >= cfg.epochs:
+            if ctx.is_main:
+                log(f"{run}: already trained for {start_epoch} epoch(s); nothing to do")
+                return Result.from_history(run, history, 0.0)
+            return None
+    except Exception as e:
+        if is_comm_error(e):
+            raise lost_contact(ctx, "while restoring the run", run, e) from None
+        raise
+
+    if ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(cfg, data, augment, device)
+    meta["parallel"] = {"mode": "pipeline", "world_size": K, "backend": ctx.backend, "micro_batches": micro_batches,
+                        "components": [[i + 1 for i in p] for p in parts],
+                        "train_acc": "end-of-epoch model on the training set (a pipeline has no running accuracy)"}
+
+    L, n, C = cfg.depth, len(data.y_train), data.num_classes
+    units = micro_batch_plan(n, cfg.batch_size, micro_batches)
+    d_in = math.prod(feat[mine[0] - 1]) if rank > 0 else 0
+    width = cfg.width
+    x_tr = data.x_train.to(device) if rank == 0 else None
+    y_tr = data.y_train.to(device) if rank == 0 else None
+    fail = fault_injector(rank)
+    sim_s = float(os.environ.get("ALVIZ_SIM_STAGE_MS", "0")) / 1000.0  # benchmark hook: simulated compute
+    bar = None
+    if progress and ctx.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=(cfg.epochs - start_epoch) * len(units), unit="mb", leave=False, dynamic_ncols=True,
+                   desc=f"al {cfg.arch} pipeline x{K}")
+    t_start = time.perf_counter()
+    count = 0
+    epoch, u = start_epoch, -1
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            mult = lr_multiplier(cfg, epoch)
+            set_lrs(opt, base_lrs, mult)
+            perm = aug_gen = None
+            if rank == 0:
+                perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
+            sums = torch.zeros(2 * L, dtype=torch.float64, device=device)
+            bad = torch.full((2 * L,), NO_BAD, dtype=torch.long, device=device)
+            dist.barrier()
+            comm.wait_s = 0.0
+            t0 = time.perf_counter()
+            sends: deque = deque()
+            pending = comm.irecv((units[0][1] - units[0][0], d_in + width + 1), torch.float32, rank - 1) if rank else None
+            xb_step = None
+            for u, (lo, hi, last) in enumerate(units):
+                if rank == 0:
+                    if augment:  # augment the whole mini-batch as alviz.train does, then cut it
+                        if xb_step is None:
+                            step_lo = lo
+                            xb_step = augment_batch(x_tr[perm[lo:lo + _mini_batch_len(lo, n, cfg.batch_size)]], aug_gen)
+                        s = xb_step[lo - step_lo:hi - step_lo]
+                    else:
+                        s = x_tr[perm[lo:hi]]
+                    yb = y_tr[perm[lo:hi]]
+                    t = F.one_hot(yb, C).to(s.dtype)
+                    if last:
+                        xb_step = None
+                else:
+                    work, buf = pending
+                    comm.wait(work)
+                    if u + 1 < len(units):  # receive ahead: the next micro-batch arrives while we compute
+                        nlo, nhi, _ = units[u + 1]
+                        pending = comm.irecv((nhi - nlo, d_in + width + 1), torch.float32, rank - 1)
+                    buf = buf.to(device, non_blocking=True)
+                    s = buf[:, :d_in].reshape(hi - lo, *feat[mine[0] - 1])
+                    t = buf[:, d_in:d_in + width]
+                    yb = buf[:, -1].round().long()
+                local = []
+                with _autocast(device, cfg.amp):
+                    for i in mine:
+                        s, t, assoc, ae = model.component_losses(i, s, t, yb)
+                        local += [assoc, ae]
+                if sim_s:
+                    time.sleep(sim_s * len(mine) * (hi - lo) / cfg.batch_size)
+                if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
+                    packed = torch.cat([s.detach().flatten(1).float(), t.detach().float(),
+                                        yb.to(torch.float32)[:, None]], 1)
+                    sends.append(comm.isend(packed, rank + 1))
+                    while len(sends) > 2:
+                        comm.wait(sends.popleft()[0])
+                w = (hi - lo) / _mini_batch_len(lo, n, cfg.batch_size)  # micro-batch means -> mini-batch mean
+                (sum(local[1:], local[0]) * w).backward()
+                if last:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                vec = torch.stack([v.detach() for v in local]).double()
+                lo_k = 2 * mine[0]
+                sums[lo_k:lo_k + len(local)] += vec * (hi - lo)
+                seg = bad[lo_k:lo_k + len(local)]
+                bad[lo_k:lo_k + len(local)] = torch.where((seg == NO_BAD) & ~torch.isfinite(vec), u, seg)
+                count += 1
+                if fail is not None:
+                    fail(count)
+                if bar is not None:
+                    bar.update(1)
+            while sends:
+                comm.wait(sends.popleft()[0])
+            own_seconds = time.perf_counter() - t0
+            busy = torch.zeros(K, dtype=torch.float64)
+            busy[rank] = own_seconds - comm.wait_s
+            wall = torch.zeros(K, dtype=torch.float64)
+            wall[rank] = own_seconds
+            stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall]))
+            bad_all = comm.all_reduce(bad.cpu(), dist.ReduceOp.MIN)
+            sums_all, busy, wall = stats[:2 * L], stats[2 * L:2 * L + K], stats[2 * L + K:]
+            train_seconds = float(wall.max())
+            keys = [f"{kind}{i + 1}" for i in range(L) for kind in ("assoc", "ae")]
+            if cfg.on_nan == "stop" and bool((bad_all < NO_BAD).any()):
+                first = int(bad_all.min())
+                which = [k for k, b in zip(keys, bad_all.tolist()) if b == first]
+                raise Diverged(f"loss {', '.join(which)} became NaN/inf at epoch {epoch + 1}, micro-batch {first + 1}; "
+                               f"the last good checkpoint in {run} is kept (lower --lr, or --on-nan continue)")
+            # rank 0 gathers the other ranks' components (weights and optimiser state)
+            for r in range(1, K):
+                if ctx.is_main:
+                    for tns in _component_tensors(model, parts[r], full_opt, create_state=True):
+                        comm.recv_into(tns, r)
+                elif r == rank:
+                    for tns in _component_tensors(model, mine, opt, create_state=False):
+                        comm.send(tns, 0)
+            if not ctx.is_main:
+                continue
+            for p in fb + gh:
+                full_opt.state[p] = opt.state[p]
+            t_ev = time.perf_counter()
+            ev = evaluate(model, data.x_test, data.y_test, device=device, amp=cfg.amp)
+            tr = evaluate(model, data.x_train, data.y_train, device=device, amp=cfg.amp)
+            model.train()
+            row = {"epoch": epoch + 1, "seconds": train_seconds, "lr": cfg.lr * mult}
+            for k, v in zip(keys, (sums_all / n).tolist()):
+                row[f"loss_{k}"] = v
+            row["train_loss"] = float(sums_all.sum() / n)
+            row["train_acc"] = tr["acc"]
+            add_eval_columns(row, ev, time.perf_counter() - t_ev)
+            nonfinite_column(row, keys, bad_all)
+            for r in range(K):
+                row[f"busy_seconds_rank{r}"] = float(busy[r])
+            row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
+            history.append(row)
+            _set_lrs(full_opt, cfg, mult)
+            save_epoch(run, model, full_opt, cfg, meta, history, bar, log, ev["acc"], train_seconds,
+                       f", pipeline x{K}")
+    except BaseException as e:
+        epoch_failure(e, ctx, run, epoch, len(history), lambda: f"micro-batch {u + 1}")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if not ctx.is_main:
+        return None
+    return Result.from_history(run, history, time.perf_counter() - t_start)
+
+
+def _mini_batch_len(lo: int, n: int, bs: int) -> int:
+    start = lo - lo % bs
+    return min(bs, n - start)
+
+
+def _set_lrs(opt: torch.optim.Optimizer, cfg: TrainConfig, mult: float) -> None:
+    """The whole-model optimiser's groups at this epoch's rates (f/b at lr, g/h at lr x lr_gh_factor)."""
+    for g in opt.param_groups:
+        base = cfg.lr * (cfg.lr_gh_factor if g.get("name") == "g/h" else 1.0)
+        g["lr"] = base * mult
+
+
+def _pipeline_restore(model, opt, full_opt, run: Path, parts, ctx: DistContext, comm: Comm, start_epoch: int):
+    """--resume: rank 0 reads the run's weights and optimiser state and sends each rank its components."""
+    mine = parts[ctx.rank]
+    if ctx.is_main:
+        ckpt.load_weights(model, run)
+        got = ckpt.optimizer_from_file(full_opt, run / "train_state.safetensors")
+        if got != start_epoch:
+            raise UserError(f"{run}: train_state is at epoch {got} but meta.json at {start_epoch}")
+        fb, gh = _component_params(model, mine)
+        for p in fb + gh:
+            opt.state[p] = full_opt.state[p]
+        for r in range(1, ctx.world_size):
+            for tns in _component_tensors(model, parts[r], full_opt, create_state=False):
+                comm.send(tns, r)
+    else:
+        for tns in _component_tensors(model, mine, opt, create_state=True):
+            comm.recv_into(tns, 0)

@@ -1,0 +1,69 @@
+"""What an analysis is asked to do: the ``Options`` of ``alviz analyze`` / ``compare`` and the fixed
+names of what it writes (CSV columns, figure stems, t-SNE settings).
+
+What this is not: no reading of runs, no measuring, no drawing; every other file of
+``alviz.report`` imports its settings from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+
+DEFAULT_OUT = Path("reports")
+DEFAULT_ROOT = Path("checkpoints")
+CSV_COLUMNS = ["experiment", "run", "method", "seed", "layer", "role", "depth", "on_path", "match",
+               "measure", "stat", "value"]
+COMPARE_COLUMNS = ["method_a", "method_b", "match", "layer_a", "layer_b", "depth", "measure",
+                   "a", "b", "diff", "better", "scale_free", "n_a", "n_b"]
+STATS = ("mean", "std", "n", "ci_low", "ci_high")
+#: figure file stems and what they show
+FIGURES = {
+    "fig_ratio": "inter/intra distance ratio by layer, AL against BP",
+    "fig_distances": "intra- and inter-class distances by layer",
+    "fig_measures": "every separability measure by layer",
+    "fig_tsne": "t-SNE of each layer on the inference path (rows AL, BP)",
+    "fig_training": "test accuracy per epoch and AL's local losses",
+    "fig_exits": "AL's test accuracy at each exit depth",
+    "fig_study": "accuracy and separation across experiments (study reports only)",
+}
+CACHE_VERSION = 1
+TSNE_ITER = 500
+TSNE_PCA = 50
+
+
+@dataclass
+class Options:
+    """Settings of an analysis. ``max_samples`` caps the held-out (test) samples (None: all);
+    ``train_samples`` caps the training samples the k-NN and probe measures learn from;
+    ``tsne_samples`` points (stratified, the same in every panel) are embedded with
+    ``perplexity``, ``tsne_jobs`` threads; ``seed`` seeds every sample and t-SNE;
+    ``device`` runs the extraction."""
+
+    max_samples: int | None = None
+    train_samples: int = 5000
+    tsne: bool = True
+    tsne_samples: int = 2000
+    perplexity: float = 30.0
+    tsne_jobs: int = 1
+    device: str = "cpu"
+    seed: int = 0
+
+    def validate(self) -> "Options":
+        for name in ("train_samples", "tsne_samples", "tsne_jobs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and not (name == "tsne_jobs" and v == -1)):
+                allowed = "a positive integer" + (" or -1 (all cores)" if name == "tsne_jobs" else "")
+                raise UserError(f"{name.replace('_', '-')} must be {allowed}; received {v!r}")
+        if self.max_samples is not None and (isinstance(self.max_samples, bool) or
+                                             not isinstance(self.max_samples, int) or self.max_samples < 2):
+            raise UserError(f"max-samples must be an integer >= 2 (or left out for all); received {self.max_samples!r}")
+        if self.tsne_samples < 4:
+            raise UserError(f"tsne-samples must be at least 4; received {self.tsne_samples}")
+        if not (isinstance(self.perplexity, (int, float)) and 0 < self.perplexity < float("inf")):
+            raise UserError(f"perplexity must be a positive number; received {self.perplexity!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed must be a non-negative integer; received {self.seed!r}")
+        return self

@@ -1,0 +1,101 @@
+"""The report's tables as (header, rows, bold cells): the runs, accuracy over seeds, every measure
+by layer with the better side marked, the measure definitions; and the number formats they use.
+
+What this is not: no rendering to Markdown or HTML (``document``), no measuring.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from ..metrics import MEASURES, summarize
+from .measure import summary_index
+from .runs import RunInfo, method_order
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    v = float(v)
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_pm(mean, std, digits: int = 3) -> str:
+    s = fmt(mean, digits)
+    if std is not None and isinstance(std, float) and math.isfinite(std):
+        s += f" ± {fmt(std, digits)}"
+    return s
+
+
+def accuracy_summary(infos: list[RunInfo]) -> list[dict]:
+    out = []
+    for m in sorted({i.method for i in infos}, key=method_order):
+        accs = [float(i.history[-1]["test_acc"]) for i in infos
+                if i.method == m and i.history and i.history[-1].get("test_acc") not in (None, "")]
+        if accs:
+            out.append({"method": m, **summarize(accs)})
+    return out
+
+
+def run_table(infos: list[RunInfo]):
+    head = ["run", "method", "seed", "epochs", "status", "test acc", "exit accuracies (k = 1..L)"]
+    body = []
+    for i in infos:
+        last = i.history[-1] if i.history else {}
+        exits = [last[k] for k in sorted((k for k in last if k.startswith("test_acc_exit")),
+                                         key=lambda k: int(k[13:]))]
+        body.append([i.name, i.method.upper(), str(i.seed), str(i.meta.get("epoch", "")),
+                     str(i.meta.get("status", "")), fmt(last.get("test_acc")),
+                     " ".join(fmt(e) for e in exits) or "–"])
+    return head, body
+
+
+TABLE_MEASURES = ["ratio", "centroid_ratio", "fisher_ratio", "nc1", "silhouette", "knn_acc", "probe_acc"]
+SHORT_NAMES = {"ratio": "inter/intra", "centroid_ratio": "centroid", "fisher_ratio": "Fisher", "nc1": "NC1",
+          "silhouette": "silhouette", "knn_acc": "5-NN acc", "probe_acc": "probe acc",
+          "intra": "intra", "inter": "inter"}
+
+
+def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES):
+    """Rows: (position, method, layer); cells mean ± s.d.; the better of AL/BP at a position is
+    marked (returned as a set of (row index, column index))."""
+    idx = summary_index(summary)
+    layers = {}
+    for r in rows:
+        layers[(r["method"], r["layer"])] = (r["depth"], r["on_path"], r["role"])
+    order = sorted(layers, key=lambda k: (layers[k][0] if layers[k][1] else 1e9 + (layers[k][0] or 0),
+                                          method_order(k[0])))
+    head = ["pos.", "method", "layer"] + [SHORT_NAMES.get(m, m) for m in measures]
+    body, best = [], set()
+    by_pos: dict = defaultdict(list)
+    for k in order:
+        depth, on_path, role = layers[k]
+        pos = f"{depth:g}" if on_path and depth is not None else "exit"
+        cells = [pos, k[0].upper(), k[1]]
+        for m in measures:
+            st = idx.get((k[0], k[1], m), {})
+            cells.append(fmt_pm(st.get("mean"), st.get("std")))
+        if on_path:
+            by_pos[depth].append((len(body), k))
+        body.append(cells)
+    for depth, members in by_pos.items():
+        if len(members) != 2:
+            continue
+        for j, m in enumerate(measures):
+            vals = [idx.get((k[0], k[1], m), {}).get("mean") for _, k in members]
+            if any(v is None or not math.isfinite(v) for v in vals) or vals[0] == vals[1]:
+                continue
+            hib = MEASURES[m].higher_is_better
+            win = int(np.argmax(vals) if hib else np.argmin(vals))
+            best.add((members[win][0], 3 + j))
+    return head, body, best
+
+
+def measure_defs():
+    head = ["measure", "better", "definition"]
+    body = [[m.name, "higher" if m.higher_is_better else "lower", m.description] for m in MEASURES.values()]
+    return head, body

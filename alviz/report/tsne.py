@@ -1,0 +1,180 @@
+"""The t-SNE grid of an experiment: rows are methods, columns are positions on the inference
+path, the same stratified held-out samples in every panel; panels come from the cache or are
+computed (possibly in worker threads beside the measures) and Procrustes-aligned.
+
+What this is not: no t-SNE algorithm (``alviz.embed``), no drawing (``figures``, ``viewer``).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .files import hash_arrays, prune_cache, save_npy_atomic, slug
+from .options import CACHE_VERSION, TSNE_ITER, TSNE_PCA, Options
+from .runs import RunInfo, method_order
+
+
+@contextmanager
+def blas_share(active: bool):
+    """While t-SNE runs in its own thread, give BLAS half the cores (1 of 2): the two jobs then
+    share the CPU instead of oversubscribing it, and sklearn's nested OpenMP/BLAS sections (k-NN,
+    exact t-SNE neighbours) never meet a multi-threaded BLAS pool from the other thread."""
+    if not active:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, cores() // 2), user_api="blas"):
+        yield
+
+
+class TsneJob:
+    """The t-SNE grid of one experiment: rows = methods (the lowest seed present), columns =
+    positions on the inference path, the same stratified held-out samples in every panel.
+
+    Construction plans the panels and takes the cached ones; ``work()`` computes the rest and may
+    run in several threads at once (each takes the next panel); ``result()`` aligns the panels
+    and returns a dict (panels, labels, ids, rows, cols, titles, ...) or None."""
+
+    def __init__(self, infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
+        from ..embed import stratified_sample
+
+        self.opts, self.log = opts, log
+        self.lock = threading.Lock()
+        self.raw: dict[tuple, np.ndarray] = {}
+        self.titles: dict[tuple, str] = {}
+        self.todo: list[tuple] = []
+        self.computed = self.hits = 0
+        self.error: BaseException | None = None
+        self.t0 = time.perf_counter()
+        self.plan = None
+        by_method: dict[str, RunInfo] = {}
+        for info in sorted(infos, key=lambda i: (method_order(i.method), i.seed)):
+            by_method.setdefault(info.method, info)
+        grid_runs = [by_method[m] for m in sorted(by_method, key=method_order)]
+        if not grid_runs:
+            return
+        common = None  # the same samples in every panel: ids common to every run of the grid
+        for info in grid_runs:
+            ids = set(acts[info.name].test.ids.tolist())
+            common = ids if common is None else common & ids
+        ref = acts[grid_runs[0].name].test
+        keep = np.flatnonzero(np.isin(ref.ids, np.fromiter(common, dtype=np.int64)))
+        if len(keep) < 4:
+            log("t-SNE skipped: fewer than 4 held-out samples shared by the runs")
+            return
+        if opts.tsne_samples > len(keep):
+            log(f"asked for {opts.tsne_samples} t-SNE points but the runs share {len(keep)} held-out samples; "
+                f"using all {len(keep)}")
+        pick = keep[stratified_sample(ref.labels[keep], opts.tsne_samples, seed=opts.seed)]
+        ids, labels = ref.ids[pick], ref.labels[pick]
+        positions: dict[float, dict[str, str]] = defaultdict(dict)
+        for info in grid_runs:
+            for e in acts[info.name].test.manifest["layers"]:
+                if e.get("on_path", True) and e.get("position") is not None:
+                    positions[float(e["position"])][info.method] = e["name"]
+        cols = sorted(positions)
+        self.perp = min(opts.perplexity, (len(pick) - 1) / 3.0)
+        tcache = cache / "tsne"
+        tcache.mkdir(parents=True, exist_ok=True)
+        self.tcache = tcache
+        settings = {"v": CACHE_VERSION, "perplexity": self.perp, "seed": opts.seed, "n_iter": TSNE_ITER,
+                    "pca": TSNE_PCA}
+        for info in grid_runs:
+            a = acts[info.name].test
+            row_of = {int(i): r for r, i in enumerate(a.ids.tolist())}
+            rows_idx = np.asarray([row_of[int(i)] for i in ids])
+            for pos in cols:
+                name = positions[pos].get(info.method)
+                if name is None:
+                    continue
+                Z = np.asarray(acts[info.name].layer("test", name)[rows_idx], dtype=np.float32)
+                prefix = f"{slug(info.name)}-{slug(name)}-"
+                path = tcache / f"{prefix}{hash_arrays(settings, Z)}.npy"
+                k = (info.method, pos)
+                self.titles[k] = name
+                Y = None
+                if path.is_file():
+                    try:
+                        Y = np.load(path, allow_pickle=False)
+                        Y = Y if Y.shape == (len(Z), 2) else None
+                    except (ValueError, OSError, EOFError):
+                        Y = None
+                if Y is None:
+                    self.todo.append((k, Z, path, prefix, f"{info.name}/{name}"))
+                else:
+                    self.raw[k] = Y
+                    self.hits += 1
+        self.todo.reverse()  # pop() takes them in grid order
+        self.plan = {"labels": labels, "ids": ids, "cols": cols, "rows": [i.method for i in grid_runs],
+                     "runs": {i.method: i.name for i in grid_runs}, "n": int(len(pick))}
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.todo.clear()
+
+    def work(self) -> None:
+        try:
+            self._work()
+        except BaseException as e:  # re-raised by result(), in the caller's thread
+            with self.lock:
+                self.error = self.error or e
+                self.todo.clear()
+
+    def _work(self) -> None:
+        from ..embed import tsne
+
+        while True:
+            with self.lock:
+                if not self.todo:
+                    return
+                k, Z, path, prefix, what = self.todo.pop()
+            t = time.perf_counter()
+            Y = tsne(Z, perplexity=self.perp, seed=self.opts.seed, n_jobs=self.opts.tsne_jobs,
+                     n_iter=TSNE_ITER, pca_dims=TSNE_PCA)
+            with self.lock:
+                save_npy_atomic(path, Y)
+                prune_cache(self.tcache, prefix, path.name)
+                self.raw[k] = Y
+                self.computed += 1
+            self.log(f"t-SNE {what}: {len(Z)} points in {time.perf_counter() - t:.1f}s")
+
+    def result(self):
+        from ..embed import procrustes_align
+
+        if self.error is not None:
+            raise self.error
+        if self.plan is None or not self.raw:
+            return None
+        missing = [k for k in self.titles if k not in self.raw]
+        if missing:
+            raise RuntimeError(f"t-SNE panels {missing} were not computed")
+        first, cols = self.plan["rows"][0], self.plan["cols"]
+        # reference: the first row's last column (the deepest layer); every panel is rotated,
+        # reflected and uniformly scaled onto it (t-SNE is invariant to all three)
+        ref_key = next((first, p) for p in reversed(cols) if (first, p) in self.raw)
+        panels = {k: procrustes_align(Y, self.raw[ref_key], scale=True) for k, Y in self.raw.items()}
+        self.log(f"t-SNE: {len(panels)} panels of {self.plan['n']} points ({self.computed} computed, "
+                 f"{self.hits} from cache) in {time.perf_counter() - self.t0:.1f}s")
+        return {**self.plan, "panels": panels, "titles": self.titles, "reference": ref_key,
+                "perplexity": self.perp}
+
+
+def tsne_panels(infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
+    """The t-SNE grid computed in the calling thread (see ``TsneJob``)."""
+    job = TsneJob(infos, acts, opts, cache, log)
+    job.work()
+    return job.result()
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 2
