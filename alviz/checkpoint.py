@@ -156,7 +156,7 @@ def _move_staged(run: Path, epoch: int | None = None) -> None:
     fsync_path(run)
 
 
-def _refuse_link(path: Path) -> None:
+def refuse_link(path: Path) -> None:
     """alviz never follows a link it did not make out of a run: a link named like its own files is an error."""
     if path.is_symlink():
         raise UserError(f"{path} is a symbolic link (to {os.readlink(path)}); alviz never follows links out of a "
@@ -167,7 +167,7 @@ def recover(run_dir: str | os.PathLike) -> None:
     """Finish or drop an interrupted save in `run_dir` (see the module docstring)."""
     run = Path(run_dir)
     staging = run / STAGING
-    _refuse_link(staging)
+    refuse_link(staging)
     if not staging.is_dir():
         return
     if (staging / COMPLETE).is_file():
@@ -177,7 +177,7 @@ def recover(run_dir: str | os.PathLike) -> None:
 
 def _commit(run: Path, files: dict[str, bytes], epoch: int | None = None) -> None:
     staging = run / STAGING
-    _refuse_link(staging)
+    refuse_link(staging)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name, data in files.items():
@@ -410,11 +410,11 @@ def check_run_dir(run_dir) -> Path:
 
 
 def load_weights(model: torch.nn.Module, run_dir, meta: dict | None = None) -> None:
-    """Load model.safetensors of `run_dir` into `model`: the file must be the one meta.json
-    records (`weights_sha256`: weights swapped in from another run are an error) and fit the
-    architecture."""
+    """Load model.safetensors of `run_dir` into `model`: it must fit the architecture and, if alviz
+    wrote it, be the file meta.json records (`weights_sha256`: weights swapped in from another
+    run are an error)."""
     path = Path(run_dir) / "model.safetensors"
-    tensors, _, data = _read_safetensors(path)
+    tensors, header, data = _read_safetensors(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -431,8 +431,9 @@ def load_weights(model: torch.nn.Module, run_dir, meta: dict | None = None) -> N
         raise UserError(f"{path}: the weights do not match the architecture in config.yaml "
                         f"({'; '.join(what)})")
     meta = read_meta(run_dir) if meta is None else meta
-    want = meta.get("weights_sha256")
-    if want is not None and hashlib.sha256(data).hexdigest() != want:
+    want = meta.get("weights_sha256")  # a file alviz wrote (tensors_sha256) must be this run's own;
+    # a file re-saved by another tool (a new header) is the user's deliberate edit, as documented
+    if want is not None and "tensors_sha256" in header and hashlib.sha256(data).hexdigest() != want:
         raise UserError(f"{path}: is not the file this run saved (its sha256 differs from meta.json's "
                         "weights_sha256): weights copied from another run? Restore the run's own file, or retrain")
     model.load_state_dict(tensors)

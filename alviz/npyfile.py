@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import safeio
-from .errors import UserError, refuse_pickle
+from .errors import UserError
 
 KINDS = "biuf"
 NPZ_KINDS = "biufcUS"  # no objects, records or pickles; the data reader explains other mistakes
@@ -28,12 +28,15 @@ _MAGIC = b"\x93NUMPY"
 
 def read_header(fh, where, kinds: str = KINDS) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran_order, dtype, data offset) of the `.npy` stream `fh`, checked; `kinds`: the
-    numpy dtype kinds allowed (a user's npz may hold strings, which its reader then explains)."""
+    numpy dtype kinds allowed (a user's npz may hold strings, which its reader then explains).
+    Messages start with `where` (e.g. "DIR/manifest.json: labels.npy")."""
     fmt = np.lib.format
     head = fh.read(8)
-    refuse_pickle(head, where, "a numeric .npy array")
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise UserError(f"{where} holds pickled Python objects, which alviz refuses to load (unpickling can run "
+                        "code); expected a numeric .npy array")
     if head[:6] != _MAGIC or len(head) < 8:
-        raise UserError(f"{where}: not a .npy array (no NUMPY magic)")
+        raise UserError(f"{where} is not a readable .npy file (no NUMPY magic)")
     major = head[6]
     try:
         if major == 1:
@@ -43,16 +46,17 @@ def read_header(fh, where, kinds: str = KINDS) -> tuple[tuple[int, ...], bool, n
         else:
             raise ValueError(f"format version {major}.{head[7]} (alviz reads 1.0 and 2.0)")
     except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError) as e:
-        raise UserError(f"{where}: not a readable .npy header ({str(e).splitlines()[0][:120] if str(e) else e!r})") from None
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise UserError(f"{where} is not a readable .npy file (its header: {why})") from None
     if dtype.hasobject:
-        raise UserError(f"{where}: holds pickled Python objects, which alviz refuses to load (unpickling "
+        raise UserError(f"{where} holds pickled Python objects, which alviz refuses to load (unpickling "
                         "can run code); expected a numeric array")
     if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None \
             or dtype.itemsize > MAX_ITEMSIZE:
-        raise UserError(f"{where}: dtype {safeio.describe(str(dtype))} is not a plain number; allowed: bool, "
-                        "integer or float arrays")
+        raise UserError(f"{where} is not a plain numeric array (dtype {safeio.describe(str(dtype))}); allowed: "
+                        "bool, integer or float arrays")
     if not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise UserError(f"{where}: bad shape {safeio.describe(shape)}")
+        raise UserError(f"{where} is not a readable .npy file (shape {safeio.describe(shape)})")
     return tuple(shape), bool(fortran), dtype, fh.tell()
 
 
@@ -67,36 +71,36 @@ def check_size(shape, dtype, offset: int, size: int, where) -> None:
     """UserError unless the header's shape x dtype fills exactly `size - offset` bytes."""
     need = _nbytes(shape, dtype)
     if offset + need != size:
-        raise UserError(f"{where}: the header claims shape {safeio.describe(list(shape))} of {dtype} "
-                        f"({need} bytes) but the file holds {max(size - offset, 0)}; a truncated or altered file")
+        raise UserError(f"{where} is not a readable .npy file (its header claims shape {safeio.describe(list(shape))} "
+                        f"of {dtype}, {need} bytes, but it holds {max(size - offset, 0)}: truncated or altered)")
 
 
 def load_npy(path, where=None, *, mmap: bool = False, inside=None) -> np.ndarray:
     """A `.npy` file alviz wrote (activations, labels, caches): C order, numeric, the right size.
     `mmap`: a read-only memory map instead of reading it into memory."""
     path = Path(path)
-    where = where or path
+    name = f"{where}: {path.name}" if where else str(path)
     try:
         st = safeio.regular_file(path, "a .npy array", inside)
         if not mmap and st.st_size > safeio.memory_cap():
-            raise UserError(f"{where}: {path.name} is {st.st_size} bytes, more than half this machine's memory")
+            raise UserError(f"{name} is {st.st_size} bytes, more than half this machine's memory")
         with open(path, "rb") as fh:
-            shape, fortran, dtype, offset = read_header(fh, f"{where}: {path.name}")
+            shape, fortran, dtype, offset = read_header(fh, name)
             size = os.fstat(fh.fileno()).st_size
     except FileNotFoundError:
-        raise UserError(f"{where}: {path.name} is missing") from None
+        raise UserError(f"{name} is missing") from None
     except OSError as e:
         raise safeio.os_error(path, e) from None
     if fortran:
-        raise UserError(f"{where}: {path.name} is stored in Fortran order; alviz writes C order only, so it "
-                        "is not alviz's file: delete it and let alviz write it again")
-    check_size(shape, dtype, offset, size, f"{where}: {path.name}")
+        raise UserError(f"{name} is stored in Fortran order; alviz writes C order only, so it is not alviz's "
+                        "file: delete it and let alviz write it again")
+    check_size(shape, dtype, offset, size, name)
     try:
         if mmap and _nbytes(shape, dtype) > 0:
             return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="C")
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"{where}: {path.name} is not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
+        raise UserError(f"{name} is not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
 
 
 def load_npz(path, where) -> dict[str, np.ndarray]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import config as cfgmod
+from . import schema
 from .config import FIELD_NAMES, TrainConfig
 from .errors import UserError
 from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, train_planned
@@ -208,12 +209,13 @@ def make_sweep(spec: Spec, overrides: dict | None = None, grid: dict | None = No
 
 def read_sweep_file(out) -> dict:
     p = Path(out) / SWEEP_FILE
-    if not p.is_file():
+    if not (p.exists() or p.is_symlink()):
         raise UserError(f"{Path(out)} holds no {SWEEP_FILE}: it is not a sweep folder (start one with "
                         "`alviz sweep --grid KEY=V1,V2 --out DIR`)")
     data = ckpt.read_json(p, "JSON written by alviz sweep")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{p}: not an alviz sweep file (expected format {FORMAT!r})")
+    schema.check(data, schema.SWEEP, p)
     return data
 
 

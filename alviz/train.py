@@ -316,6 +316,16 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
     device = resolve_device(cfg.device)
     data, augment = resolve_data(cfg, data)
 
+    restart = None
+    if resume and existing:
+        restart = schedule_change(resolve_shape_defaults(ckpt.read_config(run)), cfg, ckpt.read_meta(run)["epoch"])
+        if restart:  # continuing would not give a fresh run's result: be one (after checking its files)
+            probe = create_model(cfg, data.input_shape, data.num_classes)
+            ckpt.load_weights(probe, run)
+            ckpt.optimizer_from_file(make_optimizer(probe.param_groups(cfg.lr, cfg.lr_gh_factor), cfg,
+                                                    torch.device("cpu")), run / "train_state.safetensors")
+            log(f"{run}: {restart}; training again from epoch 1 so the run equals a fresh {cfg.epochs}-epoch "
+                "run (its checkpoint is replaced at the end of epoch 1)")
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes).to(device)
     channels_last = use_channels_last(cfg, device, data.input_shape)
@@ -328,13 +338,6 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
     opt = make_optimizer(groups, cfg, device)
 
     start_epoch, history = 0, []
-    restart = None
-    if resume and existing:
-        stored = resolve_shape_defaults(ckpt.read_config(run))
-        restart = schedule_change(stored, cfg, ckpt.read_meta(run)["epoch"])
-        if restart:  # continuing would not give a fresh run's result: be one
-            log(f"{run}: {restart}; training again from epoch 1 so the run equals a fresh {cfg.epochs}-epoch "
-                "run (its checkpoint is replaced at the end of epoch 1)")
     if resume and existing and not restart:
         meta = ckpt.read_meta(run)
         ckpt.load_weights(model, run)
