@@ -10,6 +10,7 @@ What this is not: no per-experiment report (``analysis``); measures come from ``
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 from ..checkpoint import write_text_atomic
 from ..errors import UserError
+from ..extract.runs import run_lock
+from ..safeio import refuse_foreign
 from ..metrics import MEASURES
 from .files import csv_text, locked, slug
 from ..uncertainty import NO_DIFFERENCE, percentile_interval
@@ -132,6 +135,22 @@ def format_compare_table(rows: list[dict], label_a: str = "A", label_b: str = "B
     return "\n".join(lines)
 
 
+def _same_data(infos) -> None:
+    """UserError unless every run was trained and tested on the same data (name, test fraction and,
+    where recorded, the fingerprint of its arrays): measures on different samples do not compare."""
+    def key(i):
+        return (i.config.get("dataset"), i.config.get("test_fraction"), i.meta.get("data_sha256"))
+
+    first = key(infos[0])
+    for i in infos[1:]:
+        k = key(i)
+        same_sha = first[2] is None or k[2] is None or first[2] == k[2]
+        if k[:2] != first[:2] or not same_sha:
+            raise UserError(f"{infos[0].path} and {i.path} were trained and tested on different data ("
+                            f"{first[0]}, test fraction {first[1]}, data sha256 {str(first[2])[:12]} against {k[0]}, "
+                            f"{k[1]}, {str(k[2])[:12]}); their measures are not comparable")
+
+
 def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = None, log=print,
             extra_out: dict | None = None, **kw) -> tuple[list[dict], Path]:
     """Compare two runs or two experiments layer by layer; writes a CSV (default
@@ -154,36 +173,6 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
             all_groups.setdefault(k, [])
             all_groups[k] += [r for r in v if r not in all_groups[k]]
     names = experiment_names(all_groups)
-    side_rows, side_reps, side_acts = [], [], []
-    for g in sides:
-        rows, reps, acts = [], {}, {}
-        for exp_dir, runs in g.items():
-            folder = out / names[exp_dir]
-            with locked(folder, log):
-                for r in sorted(runs, key=lambda p: p.name):
-                    info = read_run(r, names[exp_dir])
-                    key = f"{names[exp_dir]}/{info.name}"
-                    acts[key] = RunActivations(info, opts, log)
-                    reps[info.name] = {}
-                    rows += measure_run(info, acts[key], opts, folder / ".cache", log, reps[info.name])
-        side_rows.append(rows)
-        side_reps.append(reps)
-        side_acts.append(acts)
-    first = [next(iter(acts)) for acts in side_acts]
-    same_samples(first[0], side_acts[0][first[0]], first[1], side_acts[1][first[1]])
-    result = compare_rows(side_rows[0], side_rows[1], reps_a=side_reps[0], reps_b=side_reps[1])
-    if not result:
-        raise UserError(f"{a} and {b} have no layers in common (joined on the manifest's match key)")
-    result += compare_rows(side_rows[0], side_rows[1], per_class=True)
-    extra = {"mcnemar": None, "similarity": []}
-    ca = side_reps[0][first[0].split("/", 1)[1]].get(("output", "correct"))
-    cb = side_reps[1][first[1].split("/", 1)[1]].get(("output", "correct"))
-    if ca is not None and cb is not None:
-        extra["mcnemar"] = {"run_a": first[0], "run_b": first[1], **accuracy_verdict([ca], [cb])}
-    if opts.similarity:
-        pair = compare_pair(f"{first[0]} vs {first[1]}", first[0], side_acts[0][first[0]], first[1],
-                            side_acts[1][first[1]], opts.boot, opts.seed)
-        extra["similarity"] = csv_rows([pair])
 
     def label(p):
         p = Path(p)
@@ -195,6 +184,44 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
     csv_path = Path(csv_path)
     if csv_path.is_dir():
         raise UserError(f"--csv must name a file; {csv_path} is a directory")
+    header = ",".join(COMPARE_COLUMNS).encode()
+    refuse_foreign(csv_path, lambda head: head.startswith(header), "a comparison CSV")  # e.g. RUN/meta.json
+    infos = [{e: [read_run(r, names[e]) for r in sorted(runs, key=lambda p: p.name)] for e, runs in g.items()}
+             for g in sides]
+    _same_data([i for side in infos for lst in side.values() for i in lst])
+    side_rows, side_reps, side_acts = [], [], []
+    with ExitStack() as held:  # every run locked (in path order) until its sets are read
+        for info in sorted({str(i.path): i for side in infos for lst in side.values() for i in lst}.values(),
+                           key=lambda i: str(i.path)):
+            held.enter_context(run_lock(info.path))
+        for side in infos:
+            rows, reps, acts = [], {}, {}
+            for exp_dir, lst in side.items():
+                folder = out / names[exp_dir]
+                with locked(folder, log):
+                    for info in lst:
+                        key = f"{names[exp_dir]}/{info.name}"
+                        acts[key] = RunActivations(info, opts, log)
+                        reps[info.name] = {}
+                        rows += measure_run(info, acts[key], opts, folder / ".cache", log, reps[info.name])
+            side_rows.append(rows)
+            side_reps.append(reps)
+            side_acts.append(acts)
+        first = [next(iter(acts)) for acts in side_acts]
+        same_samples(first[0], side_acts[0][first[0]], first[1], side_acts[1][first[1]])
+        extra = {"mcnemar": None, "similarity": []}
+        if opts.similarity:
+            pair = compare_pair(f"{first[0]} vs {first[1]}", first[0], side_acts[0][first[0]], first[1],
+                                side_acts[1][first[1]], opts.boot, opts.seed)
+            extra["similarity"] = csv_rows([pair])
+    result = compare_rows(side_rows[0], side_rows[1], reps_a=side_reps[0], reps_b=side_reps[1])
+    if not result:
+        raise UserError(f"{a} and {b} have no layers in common (joined on the manifest's match key)")
+    result += compare_rows(side_rows[0], side_rows[1], per_class=True)
+    ca = side_reps[0][first[0].split("/", 1)[1]].get(("output", "correct"))
+    cb = side_reps[1][first[1].split("/", 1)[1]].get(("output", "correct"))
+    if ca is not None and cb is not None:
+        extra["mcnemar"] = {"run_a": first[0], "run_b": first[1], **accuracy_verdict([ca], [cb])}
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(csv_path, csv_text(result, COMPARE_COLUMNS))
     if extra["similarity"]:

@@ -9,15 +9,16 @@ What this is not: no measure definitions (``alviz.metrics``), no extraction mech
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import write_text_atomic
+from .. import schema
+from ..checkpoint import read_json, write_text_atomic
 from ..errors import UserError
+from ..safeio import describe
 from ..metrics import MEASURES, summarize
 from ..resample import PER_CLASS, layer_report
 from ..uncertainty import bootstrap_counts, clopper_pearson, combine_seeds, percentile_interval
@@ -88,12 +89,25 @@ def _confusion_rows(base: dict, measure: str, classes, truth, pred) -> list[dict
     return out
 
 
+_NUMS = schema.List(schema.Either(schema.Num(finite=False), schema.Null()))
+#: a layer's cache entry: values, bootstrap replicates, per-class values and replicates, probe predictions
+LAYER_CACHE = schema.Map({"values": schema.MEASURES_CACHE, "reps": schema.Dict(_NUMS),
+                          "classes": schema.List(schema.Int(0)), "per_class": schema.Dict(_NUMS),
+                          "class_reps": schema.Dict(schema.List(_NUMS))},
+                         {"probe_pred": schema.Opt(schema.List(schema.Int(0)))})
+
+
 def _load_cached(path: Path):
+    """A layer's cache entry when it is whole and ours; else None (measured again)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) and set(data.get("values", {})) == set(MEASURES) else None
-    except (ValueError, OSError, TypeError, AttributeError):
+        data = read_json(path, "a measures cache written by alviz")
+        schema.check(data, LAYER_CACHE, path)
+    except (UserError, OSError):
         return None
+    if set(data["values"]) != set(MEASURES) or set(data["reps"]) != set(MEASURES) \
+            or any(len(data["per_class"].get(m, ())) != len(data["classes"]) for m in PER_CLASS):
+        return None
+    return data
 
 
 def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path, log,
@@ -113,6 +127,11 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
     W = replicates(labels, opts)
     hits = 0
     t0 = time.perf_counter()
+    classes = np.unique(acts.test.labels)
+    if len(classes) < 2:
+        raise UserError(f"{info.path}: the held-out samples measured hold {len(classes)} class(es) "
+                        f"({describe(classes.tolist())}); the measures compare classes: give --max-samples of at "
+                        "least the number of classes, or data whose test split holds 2 or more classes")
     for entry in acts.test.manifest["layers"]:
         name = entry["name"]
         Zt = acts.layer("test", name)
@@ -132,6 +151,13 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
                     "probe_pred": None if r["probe_pred"] is None else r["probe_pred"].tolist()}
             write_text_atomic(path, to_json(data))
             prune_cache(cache, f"{slug(name)}-", fname)
+        undefined = [m for m in MEASURES if data["values"][m] is None or not np.isfinite(data["values"][m])]
+        if undefined:
+            why = ("its activations are the same for every sample (a constant layer)"
+                   if data["values"]["intra"] == 0 and data["values"]["inter"] == 0
+                   else "a class or the whole layer has no spread")
+            log(f"warning: {info.name} layer {name}: {', '.join(undefined)} undefined because {why}; reported as "
+                "NaN (blank in the tables)")
         base = _base(info, name, entry)
         n = len(labels)
         for m in MEASURES:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..schema import MAX_SEED
 
 
 DEFAULT_OUT = Path("reports")
@@ -76,6 +77,6 @@ class Options:
         if isinstance(self.boot, bool) or not isinstance(self.boot, int) or not 0 <= self.boot <= 100000:
             raise UserError(f"boot must be a number of bootstrap replicates from 0 (off) to 100000; "
                             f"received {self.boot!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"seed must be a non-negative integer; received {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be a non-negative integer (at most {MAX_SEED}); received {self.seed!r}")
         return self
