@@ -30,11 +30,15 @@ from ..models import create_model, resolve_shape_defaults
 from ..models.backbones import output_shapes
 from ..train import (Diverged, Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier,
                      make_optimizer, resolve_data, run_meta, save_epoch, set_lrs)
+from .cost import component_costs, partition_by_cost
 from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_failure, fault_injector, init_distributed,
                     is_comm_error, lost_contact, nonfinite_column, start_run)
 
 
 _PARTS = ("blocks", "bridges", "label_encoders", "decoders")  # f_i, b_i, g_i, h_i
+# benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
+# micro-batch is handed on (the forward pass, about 1/3 of forward + backward)
+SIM_FORWARD_SHARE = 1.0 / 3.0
 
 
 def partition(depth: int, world_size: int) -> list[range]:
@@ -91,8 +95,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     ctx = ctx or init_distributed(cfg.device)
     comm = Comm(ctx)
     rank, K = ctx.rank, ctx.world_size
-    parts = partition(cfg.depth, K)
-    mine = parts[rank]
+    partition(cfg.depth, K)  # checks that every rank gets a component
     run = Path(run_dir)
     device = ctx.device
     cfg, start_epoch, history, resumed = start_run(cfg, run, resume, ctx, comm)
@@ -103,6 +106,10 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes)
     feat = output_shapes(list(model.blocks), tuple(data.input_shape))  # s_i's shape per component
+    # stages by estimated cost, not count (every rank computes the same estimate on the CPU)
+    costs = component_costs(model, tuple(data.input_shape), cfg.batch_size)
+    parts = partition_by_cost(costs, K)
+    mine = parts[rank]
     if ctx.is_main:
         model.to(device)
     else:
@@ -137,7 +144,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
         run.mkdir(parents=True, exist_ok=True)
     meta = run_meta(cfg, data, augment, device)
     meta["parallel"] = {"mode": "pipeline", "world_size": K, "backend": ctx.backend, "micro_batches": micro_batches,
-                        "components": [[i + 1 for i in p] for p in parts],
+                        "components": [[i + 1 for i in p] for p in parts], "partition": "cost",
+                        "component_cost_gflop": [round(c / 1e9, 3) for c in costs],
                         "train_acc": "end-of-epoch model on the training set (a pipeline has no running accuracy)"}
 
     L, n, C = cfg.depth, len(data.y_train), data.num_classes
@@ -200,8 +208,9 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     for i in mine:
                         s, t, assoc, ae = model.component_losses(i, s, t, yb)
                         local += [assoc, ae]
-                if sim_s:
-                    time.sleep(sim_s * len(mine) * (hi - lo) / cfg.batch_size)
+                sim_unit = sim_s * len(mine) * (hi - lo) / cfg.batch_size
+                if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
+                    time.sleep(sim_unit * SIM_FORWARD_SHARE)
                 if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
                     packed = torch.cat([s.detach().flatten(1).float(), t.detach().float(),
                                         yb.to(torch.float32)[:, None]], 1)
@@ -210,6 +219,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         comm.wait(sends.popleft()[0])
                 w = (hi - lo) / _mini_batch_len(lo, n, cfg.batch_size)  # micro-batch means -> mini-batch mean
                 (sum(local[1:], local[0]) * w).backward()
+                if sim_unit:  # and two thirds the backward pass and update, after it
+                    time.sleep(sim_unit * (1.0 - SIM_FORWARD_SHARE))
                 if last:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
