@@ -177,6 +177,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             dist.barrier()
             comm.wait_s = 0.0
             t0 = time.perf_counter()
+            phase = {"recv_wait": 0.0, "pack_send": 0.0, "send_wait": 0.0}  # the rest of the epoch: compute
             sends: deque = deque()
             pending = comm.irecv((units[0][1] - units[0][0], d_in + width + 1), torch.float32, rank - 1) if rank else None
             xb_step = None
@@ -195,7 +196,9 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         xb_step = None
                 else:
                     work, buf = pending
+                    tw = time.perf_counter()
                     comm.wait(work)
+                    phase["recv_wait"] += time.perf_counter() - tw
                     if u + 1 < len(units):  # receive ahead: the next micro-batch arrives while we compute
                         nlo, nhi, _ = units[u + 1]
                         pending = comm.irecv((nhi - nlo, d_in + width + 1), torch.float32, rank - 1)
@@ -212,11 +215,15 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                 if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
                     time.sleep(sim_unit * SIM_FORWARD_SHARE)
                 if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
+                    tp = time.perf_counter()
                     packed = torch.cat([s.detach().flatten(1).float(), t.detach().float(),
                                         yb.to(torch.float32)[:, None]], 1)
                     sends.append(comm.isend(packed, rank + 1))
+                    tw = time.perf_counter()
+                    phase["pack_send"] += tw - tp
                     while len(sends) > 2:
                         comm.wait(sends.popleft()[0])
+                    phase["send_wait"] += time.perf_counter() - tw
                 w = (hi - lo) / _mini_batch_len(lo, n, cfg.batch_size)  # micro-batch means -> mini-batch mean
                 (sum(local[1:], local[0]) * w).backward()
                 if sim_unit:  # and two thirds the backward pass and update, after it
@@ -234,16 +241,21 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     fail(count)
                 if bar is not None:
                     bar.update(1)
+            tw = time.perf_counter()
             while sends:
                 comm.wait(sends.popleft()[0])
+            phase["send_wait"] += time.perf_counter() - tw
             own_seconds = time.perf_counter() - t0
             busy = torch.zeros(K, dtype=torch.float64)
             busy[rank] = own_seconds - comm.wait_s
             wall = torch.zeros(K, dtype=torch.float64)
             wall[rank] = own_seconds
-            stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall]))
+            prof = torch.zeros(len(phase), K, dtype=torch.float64)  # per rank: where its epoch went
+            prof[:, rank] = torch.tensor(list(phase.values()), dtype=torch.float64)
+            stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall, prof.flatten()]))
             bad_all = comm.all_reduce(bad.cpu(), dist.ReduceOp.MIN)
-            sums_all, busy, wall = stats[:2 * L], stats[2 * L:2 * L + K], stats[2 * L + K:]
+            sums_all, busy, wall = stats[:2 * L], stats[2 * L:2 * L + K], stats[2 * L + K:2 * L + 2 * K]
+            prof = stats[2 * L + 2 * K:].reshape(len(phase), K)
             train_seconds = float(wall.max())
             keys = [f"{kind}{i + 1}" for i in range(L) for kind in ("assoc", "ae")]
             if cfg.on_nan == "stop" and bool((bad_all < NO_BAD).any()):
@@ -276,6 +288,10 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             nonfinite_column(row, keys, bad_all)
             for r in range(K):
                 row[f"busy_seconds_rank{r}"] = float(busy[r])
+            for r in range(K):  # the per-rank profile: compute (the rest), packing + posting sends, waits
+                for j, name in enumerate(phase):
+                    row[f"rank{r}_{name}_s"] = float(prof[j, r])
+                row[f"rank{r}_compute_s"] = float(wall[r] - prof[:, r].sum())
             row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
             history.append(row)
             _set_lrs(full_opt, cfg, mult)
