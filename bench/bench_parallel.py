@@ -24,7 +24,7 @@ them):
    bubble (1 - busy/wall over ranks), with 1 and 8 micro-batches per batch (batch 500: 8 batches
    per epoch; --quick: depth 4, K = 1, 2, one epoch).
 3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread (default MLP, mnist5k,
-   3 epochs, depth 2 and 4), run alternately 3 times: the speed-up's median and range, and the
+   2 epochs, depth 2 and 4), run alternately twice: the speed-up's median and range, and the
    pipeline's per-rank profile of an epoch (compute, packing and posting sends, waiting to
    receive, waiting for sends to complete; from the run's summary.csv).
 
@@ -186,7 +186,7 @@ def scaling(quick: bool, launcher: str, root: Path) -> dict:
             "load_before": load0, "load_after": _load()}
 
 
-def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 3, epochs: int = 3) -> dict:
+def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: int = 2) -> dict:
     """The pipeline of 2 ranks x 1 thread against one process of 1 thread, default MLP on mnist5k,
     depth 2 and 4, run alternately `reps` times: medians and ranges of the per-run median epoch and
     of the per-repetition speed-up, and the pipeline's per-rank profile (mean seconds an epoch)."""
