@@ -61,6 +61,7 @@ class TrainConfig:
     quick: bool = False  # a reduced "quick" variant of a paper preset (fewer epochs / less data)
     channels_last: bool = False  # CUDA, conv models: channels-last memory format for weights and inputs
     compile: bool = False  # torch.compile the model's losses (first steps are slower: compilation)
+    fused_adam: bool = False  # CPU: fused Adam (one pass per tensor; faster, rounds differently). CUDA: always fused
 
     def validate(self) -> "TrainConfig":
         _check_choice("method", self.method, METHODS)
@@ -89,7 +90,7 @@ class TrainConfig:
         if any(not (isinstance(m, (int, float)) and 0.0 < m <= 1.0) for m in self.milestones):
             raise UserError(f"milestones are fractions of training in (0, 1]; received {describe(self.milestones)}")
         check_seed(self.seed, "seed")
-        for name in ("channels_last", "compile"):
+        for name in ("channels_last", "compile", "fused_adam"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise UserError(f"{name} must be true or false; received {v!r}")

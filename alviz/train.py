@@ -164,11 +164,15 @@ def use_channels_last(cfg: TrainConfig, device: torch.device, input_shape) -> bo
 
 def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam over the model's parameter groups. On CUDA the fused kernel (one launch per step); on the
-    CPU the multi-tensor ("foreach") implementation: the same element-wise operations in the same
-    order as the reference single-tensor loop, so the same weights to the bit (tested), with one
-    call per operation for all tensors instead of one per tensor (an AL MLP, with its bridges and
-    decoders, has dozens). CPU fused Adam is faster still but rounds differently."""
-    kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    CPU by default the multi-tensor ("foreach") implementation: the same element-wise operations in
+    the same order as the reference single-tensor loop, so the same weights to the bit (tested), with
+    one call per operation for all tensors instead of one per tensor (an AL MLP, with its bridges and
+    decoders, has dozens). `fused_adam: true` takes the fused kernel on the CPU too: one pass over
+    each tensor instead of about ten, no temporaries (1.5-1.7x faster AL steps at batch 32 for the
+    paper's n = 1,024 MLP, BENCHMARKS.md), but it rounds differently (weights differ in the last
+    bits after a step, so a run is no longer the reference's to the bit)."""
+    fused = device.type == "cuda" or bool(getattr(cfg, "fused_adam", False))
+    kw = {"fused": True} if fused else {"foreach": True}
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
@@ -203,7 +207,7 @@ class Result:
 
 def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> TrainConfig:
     """On --resume, the stored config wins except for keys that do not change the result's meaning."""
-    free = {"epochs", "device", "amp", "on_nan", "data_dir", "channels_last", "compile"}
+    free = {"epochs", "device", "amp", "on_nan", "data_dir", "channels_last", "compile", "fused_adam"}
     a, b = stored.to_dict(), cfg.to_dict()
     diff = sorted(k for k in a if k not in free and a[k] != b[k])
     if diff:
@@ -211,7 +215,7 @@ def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> Tr
         raise UserError(f"{run}: cannot resume with a different {k} ({a[k]!r} stored, {b[k]!r} asked); "
                         f"start a new run with --out, or drop the changed option")
     return stored.replace(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, on_nan=cfg.on_nan,
-                          channels_last=cfg.channels_last, compile=cfg.compile)
+                          channels_last=cfg.channels_last, compile=cfg.compile, fused_adam=cfg.fused_adam)
 
 
 @dataclass

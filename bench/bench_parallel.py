@@ -1,6 +1,6 @@
 """Benchmark alviz.parallel: the AL pipeline and DDP against single-process training.
 
-    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling]
+    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling,ab]
                                    [--launcher fork|subprocess] [--epochs N]
     python bench/bench_parallel.py --gpu [--json PATH]     # a short check on a machine with a GPU
 
@@ -14,13 +14,19 @@ them):
    with 2 threads and with 1 (median training seconds per epoch; the 2-thread run is timed over 3
    epochs); and, depth 2, DDP of 2 ranks x 1 thread for AL and for BP likewise (--quick: blobs,
    3 epochs, width 32, depth 2, AL only).
-2. a simulated scaling study: depth 4, K = 1, 2, 4 pipeline ranks, 1 thread each, every
-   component's compute equalised by a sleep of ALVIZ_SIM_STAGE_MS per component per mini-batch
-   (sleeping ranks do not compete for the 2 cores, so K ranks overlap as K machines would; the
-   real compute is made small: width 32). Reported: epoch time, speed-up against K = 1, the ideal
-   K*U/(U+K-1) for U micro-batches per epoch, and the measured bubble (1 - busy/wall over ranks),
-   with 1 and 4 micro-batches per batch (batch 500: 8 batches per epoch, so the fill and drain
-   of the pipeline show; --quick: K = 1, 2, one epoch).
+2. a simulated scaling study: depth 8, K = 1, 2, 4, 8 pipeline ranks, 1 thread each, every
+   component's compute equalised by a sleep of ALVIZ_SIM_STAGE_MS (40) per component per
+   mini-batch, a third before the micro-batch is handed on (the forward pass) and two thirds after
+   (backward and update) (sleeping ranks do not compete for the 2 cores, so K ranks overlap as K
+   machines would; the real compute is made small: width 32). Reported: epoch time, speed-up
+   against K = 1, the ideal K*U/(U + (K-1)/3) for U micro-batches per epoch (the last rank starts
+   after K-1 forward passes), the speed-up as a share of that ideal and of K, and the measured
+   bubble (1 - busy/wall over ranks), with 1 and 8 micro-batches per batch (batch 500: 8 batches
+   per epoch; --quick: depth 4, K = 1, 2, one epoch).
+3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread (default MLP, mnist5k,
+   2 epochs, depth 2 and 4), run alternately twice: the speed-up's median and range, and the
+   pipeline's per-rank profile of an epoch (compute, packing and posting sends, waiting to
+   receive, waiting for sends to complete; from the run's summary.csv).
 
 Timings are wall-clock on a shared machine: the load average is recorded before and after each
 part. Not a test: nothing here asserts.
@@ -101,6 +107,8 @@ class _Runner:
                "test_acc": float(hist[-1]["test_acc"]), "wall_seconds_with_startup": wall, "run": str(run)}
         if "pipeline_idle_fraction" in hist[-1]:
             res["bubble"] = statistics.mean(float(h["pipeline_idle_fraction"]) for h in hist)
+            keys = [k for k in hist[-1] if k.startswith("rank") and k.endswith("_s")]
+            res["profile"] = {k: statistics.mean(float(h[k]) for h in hist) for k in keys}
         return res
 
 
@@ -144,33 +152,76 @@ def _pair(method, depth, mode, single1, single2, par) -> dict:
             "speedup_vs_1thread": single1["epoch_seconds"] / par["epoch_seconds"], "bubble": par.get("bubble")}
 
 
+SIM_FORWARD_SHARE = 1.0 / 3.0  # alviz.parallel.pipeline.SIM_FORWARD_SHARE
+
+
 def scaling(quick: bool, launcher: str, root: Path) -> dict:
-    stage_ms = 20.0
+    stage_ms = 40.0
+    depth = 4 if quick else 8
     epochs = 1 if quick else 2
-    base = ["--dataset", "mnist5k", "--depth", "4", "--width", "32", "--batch-size", "500", "--epochs", str(epochs),
-            "--device", "cpu"]
+    base = ["--dataset", "mnist5k", "--depth", str(depth), "--width", "32", "--batch-size", "500", "--epochs",
+            str(epochs), "--device", "cpu"]
     run = _Runner(root / "scaling", launcher, base, timeout=1800)
     env = {"ALVIZ_SIM_STAGE_MS": str(stage_ms)}
     n_batches = 8  # mnist5k: 4,000 training samples / 500
     load0 = _load()
     rows = []
     t1 = None
-    for m in ((1,) if quick else (1, 4)):
-        for k in ((1, 2) if quick else (1, 2, 4)):
+    for m in ((1,) if quick else (1, 8)):
+        for k in ((1, 2) if quick else (1, 2, 4, 8)):
             r = run("al", k, 1, "--pipeline", "--micro-batches", str(m), env=env)
             per_epoch = r["epoch_seconds"]
             if k == 1:
                 t1 = per_epoch
             units = n_batches * m
+            # ideal: U units of T each per rank, plus the fill: the last rank starts after K-1 forward passes
+            fill = (k - 1) * SIM_FORWARD_SHARE
             rows.append({"ranks": k, "micro_batches": m, "epoch_seconds": per_epoch,
-                         "simulated_compute_per_epoch": n_batches * 4 * stage_ms / 1000,
-                         "speedup": t1 / per_epoch, "ideal_speedup": k * units / (units + k - 1),
-                         "bubble": r.get("bubble", 0.0), "ideal_bubble": (k - 1) / (units + k - 1)})
+                         "simulated_compute_per_epoch": n_batches * depth * stage_ms / 1000,
+                         "speedup": t1 / per_epoch, "ideal_speedup": k * units / (units + fill),
+                         "of_ideal": (t1 / per_epoch) / (k * units / (units + fill)), "of_k": (t1 / per_epoch) / k,
+                         "bubble": r.get("bubble", 0.0), "ideal_bubble": fill / (units + fill),
+                         "profile": r.get("profile")})
     return {"config": " ".join(base) + f" ALVIZ_SIM_STAGE_MS={stage_ms:g}", "rows": rows,
             "load_before": load0, "load_after": _load()}
 
 
-def run(quick: bool = False, parts=("correctness", "scaling"), launcher: str = "fork", epochs: int | None = None) -> dict:
+def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: int = 2) -> dict:
+    """The pipeline of 2 ranks x 1 thread against one process of 1 thread, default MLP on mnist5k,
+    depth 2 and 4, run alternately `reps` times: medians and ranges of the per-run median epoch and
+    of the per-repetition speed-up, and the pipeline's per-rank profile (mean seconds an epoch)."""
+    if quick:
+        base = ["--dataset", "blobs", "--epochs", "2", "--width", "32", "--lr", "0.01", "--device", "cpu"]
+        reps, depths = 1, (2,)
+    else:
+        base = ["--dataset", "mnist5k", "--epochs", str(epochs), "--device", "cpu"]
+        depths = (2, 4)
+    run = _Runner(root / "ab", launcher, base, timeout=3600)
+    load0 = _load()
+    out = []
+    for depth in depths:
+        d = ["--depth", str(depth)]
+        single, par = [], []
+        for r in range(reps):
+            order = ("single", "pipeline") if r % 2 == 0 else ("pipeline", "single")
+            for which in order:
+                if which == "single":
+                    single.append(run("al", 1, 1, *d, "--threads", "1"))
+                else:
+                    par.append(run("al", 2, 1, *d, "--pipeline"))
+        ratios = [a["epoch_seconds"] / b["epoch_seconds"] for a, b in zip(single, par)]
+        profs = [p_["profile"] for p_ in par if p_.get("profile")]
+        prof = {k: statistics.mean(pr[k] for pr in profs) for k in profs[0]} if profs else None
+        out.append({"depth": depth, "reps": reps,
+                    "single_epoch_s": [a["epoch_seconds"] for a in single],
+                    "pipeline_epoch_s": [b["epoch_seconds"] for b in par],
+                    "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
+                    "speedup_max": max(ratios), "profile": prof,
+                    "same_accuracy": all(a["test_acc"] == b["test_acc"] for a, b in zip(single, par))})
+    return {"config": " ".join(base), "rows": out, "load_before": load0, "load_after": _load()}
+
+
+def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: str = "fork", epochs: int | None = None) -> dict:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "launcher": launcher}}
     import torch
 
@@ -181,6 +232,8 @@ def run(quick: bool = False, parts=("correctness", "scaling"), launcher: str = "
             out["correctness"] = correctness(quick, launcher, root, epochs)
         if "scaling" in parts:
             out["scaling"] = scaling(quick, launcher, root)
+        if "ab" in parts:
+            out["ab"] = pipeline_ab(quick, launcher, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return out
@@ -205,10 +258,24 @@ def table(res: dict) -> str:
     if "scaling" in res:
         s = res["scaling"]
         lines.append(f"simulated scaling ({s['config']}); load {s['load_before']} -> {s['load_after']}")
-        lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'bubble':>6} {'ideal':>6}")
+        lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'of ideal':>8} "
+                     f"{'of K':>5} {'bubble':>6} {'ideal':>6}")
         for r in s["rows"]:
             lines.append(f"  {r['ranks']:>2} {r['micro_batches']:>5} {r['epoch_seconds']:>8.3f} {r['speedup']:>7.2f} "
-                         f"{r['ideal_speedup']:>6.2f} {r['bubble']:>6.3f} {r['ideal_bubble']:>6.3f}")
+                         f"{r['ideal_speedup']:>6.2f} {r['of_ideal']:>8.2f} {r['of_k']:>5.2f} {r['bubble']:>6.3f} "
+                         f"{r['ideal_bubble']:>6.3f}")
+    if "ab" in res:
+        a = res["ab"]
+        lines.append(f"pipeline 2x1 vs one process x 1 thread ({a['config']}), alternating; load {a['load_before']} -> "
+                     f"{a['load_after']}")
+        for r in a["rows"]:
+            pr = r["profile"] or {}
+            prof = "; ".join(f"rank{k}: " + ", ".join(f"{ph} {pr.get(f'rank{k}_{ph}_s', float('nan')):.3f}"
+                                                   for ph in ("compute", "pack_send", "recv_wait", "send_wait"))
+                             for k in range(2))
+            lines.append(f"  depth {r['depth']}: speed-up median {r['speedup_median']:.2f} [{r['speedup_min']:.2f}-"
+                         f"{r['speedup_max']:.2f}] over {r['reps']}; s/epoch single {r['single_epoch_s']}, pipeline "
+                         f"{r['pipeline_epoch_s']}; same accuracy: {r['same_accuracy']}; profile s/epoch: {prof}")
     return "\n".join(lines)
 
 
@@ -274,7 +341,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds, not minutes: blobs, fewer runs")
     ap.add_argument("--json", default=None, help="write the figures here")
-    ap.add_argument("--parts", default="correctness,scaling")
+    ap.add_argument("--parts", default="correctness,scaling,ab", help="of correctness, scaling, ab")
     ap.add_argument("--launcher", choices=("fork", "subprocess"), default="fork",
                     help="fork: ranks are forks of this process (no import cost); subprocess: fresh interpreters")
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of part 1")

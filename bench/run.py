@@ -25,7 +25,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-NAMES = ("train", "metrics", "extract", "analyze", "parallel")
+NAMES = ("train", "step", "metrics", "extract", "compare", "analyze", "parallel")
 
 
 def machine() -> dict:
@@ -101,7 +101,7 @@ def run_suite(names, quick: bool, threads: int | None, bench_dir: Path = BENCH_D
                 continue
             if not hasattr(mod, "run"):
                 raise AttributeError(f"bench_{name}.py has no run(quick) function")
-            kwargs = {"threads": threads} if name == "train" else {}
+            kwargs = {"threads": threads} if name in ("train", "step") else {}
             res = mod.run(quick=quick, **kwargs)
             seconds = time.perf_counter() - t0
             out["benchmarks"][name] = {"status": "ok", "seconds": seconds, "result": res}
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write all figures to this file")
     p.add_argument("--only", default=None, help=f"comma-separated benchmark names, of: {', '.join(NAMES)}")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for the training benchmark (0: torch's default) [1]")
+                   help="torch threads for the training and step benchmarks (0: torch's default) [1]")
     p.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     names = list(NAMES)

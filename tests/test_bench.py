@@ -101,7 +101,7 @@ def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
 def test_suite_rejects_unknown_names():
     r = _run(["bench/run.py", "--only", "trian"])
     assert r.returncode == 2
-    assert "--only: unknown benchmark 'trian'; allowed: train, metrics, extract, analyze, parallel" in r.stderr
+    assert "--only: unknown benchmark 'trian'; allowed: train, step, metrics, extract, compare, analyze, parallel" in r.stderr
 
 
 def test_gpu_epoch_script_runs_on_cpu(tmp_path):
@@ -210,3 +210,23 @@ def test_train_epoch_flags_the_first_nonfinite_step():
     with pytest.raises(NonFiniteLoss) as e:
         train_epoch(m, opt, x, y, torch.arange(40), batch_size=4, on_nan="stop", nan_check_every=3)
     assert e.value.stats.first_bad == {"b": 6, "loss": 6, "a": 7} and m.calls == 9  # the check after step 9
+
+
+def test_suite_quick_step_and_compare(tmp_path):
+    # bench_step (AL step against a plain PyTorch loop) and bench_compare (alviz beside the libraries)
+    out = tmp_path / "res.json"
+    r = _run(["bench/run.py", "--quick", "--only", "step,compare", "--json", str(out)], timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = json.loads(out.read_text())["benchmarks"]
+    assert {k: v["status"] for k, v in b.items()} == {"step": "ok", "compare": "ok"}, b
+    (case,) = b["step"]["result"]["cases"]
+    # the hand-written loop and alviz take the same step: same loss and weights to the bit
+    assert case["same_step"] == {"loss": True, "weights": True}
+    assert all(_positive(case[k]["step_cpu_s"]) for k in ("plain", "alviz", "alviz_fused"))
+    c = b["compare"]["result"]
+    ways = c["extraction"]["ways"]
+    assert set(ways) == {"forward", "alviz", "hooks_npy", "torchvision_fx"}
+    assert all(ways[w]["same_values_as_alviz"] for w in ("hooks_npy", "torchvision_fx"))
+    assert c["measures"]["silhouette"]["abs_diff"] < 1e-9 and c["measures"]["class_distances"]["max_rel_diff"] < 1e-9
+    assert c["tsne"]["identical"] is True
+    assert "| torchvision_fx |" in r.stdout and "plain ms" in r.stdout

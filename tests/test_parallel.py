@@ -108,7 +108,9 @@ def test_pipeline_micro_batches_and_resume(tmp_path, blobs, cfg_file):
     _ok(launch_local(_args(cfg_file, exp, "--method", "al", "--pipeline", "--micro-batches", "3", "--depth", "3",
                            epochs=2), 2, timeout=LIMIT_S, fork=True, entry=cli.main))
     run = exp / "al-seed0"
-    assert json.loads((run / "meta.json").read_text())["parallel"]["components"] == [[1], [2, 3]]
+    # stages by cost (alviz.parallel.cost): with 20 input features and width 32 the first component
+    # is the lightest, so rank 0 takes two
+    assert json.loads((run / "meta.json").read_text())["parallel"]["components"] == [[1, 2], [3]]
     outs = launch_local(_args(cfg_file, exp, "--method", "al", "--pipeline", "--micro-batches", "3", "--depth", "3",
                               "--resume", epochs=3), 2, timeout=LIMIT_S, fork=True, entry=cli.main)
     _ok(outs)

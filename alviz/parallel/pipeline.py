@@ -30,11 +30,15 @@ from ..models import create_model, resolve_shape_defaults
 from ..models.backbones import output_shapes
 from ..train import (Diverged, Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier,
                      make_optimizer, resolve_data, run_meta, save_epoch, set_lrs)
+from .cost import component_costs, partition_by_cost
 from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_failure, fault_injector, init_distributed,
                     is_comm_error, lost_contact, nonfinite_column, start_run)
 
 
 _PARTS = ("blocks", "bridges", "label_encoders", "decoders")  # f_i, b_i, g_i, h_i
+# benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
+# micro-batch is handed on (the forward pass, about 1/3 of forward + backward)
+SIM_FORWARD_SHARE = 1.0 / 3.0
 
 
 def partition(depth: int, world_size: int) -> list[range]:
@@ -91,8 +95,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     ctx = ctx or init_distributed(cfg.device)
     comm = Comm(ctx)
     rank, K = ctx.rank, ctx.world_size
-    parts = partition(cfg.depth, K)
-    mine = parts[rank]
+    partition(cfg.depth, K)  # checks that every rank gets a component
     run = Path(run_dir)
     device = ctx.device
     cfg, start_epoch, history, resumed = start_run(cfg, run, resume, ctx, comm)
@@ -103,6 +106,10 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes)
     feat = output_shapes(list(model.blocks), tuple(data.input_shape))  # s_i's shape per component
+    # stages by estimated cost, not count (every rank computes the same estimate on the CPU)
+    costs = component_costs(model, tuple(data.input_shape), cfg.batch_size)
+    parts = partition_by_cost(costs, K)
+    mine = parts[rank]
     if ctx.is_main:
         model.to(device)
     else:
@@ -137,7 +144,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
         run.mkdir(parents=True, exist_ok=True)
     meta = run_meta(cfg, data, augment, device)
     meta["parallel"] = {"mode": "pipeline", "world_size": K, "backend": ctx.backend, "micro_batches": micro_batches,
-                        "components": [[i + 1 for i in p] for p in parts],
+                        "components": [[i + 1 for i in p] for p in parts], "partition": "cost",
+                        "component_cost_gflop": [round(c / 1e9, 3) for c in costs],
                         "train_acc": "end-of-epoch model on the training set (a pipeline has no running accuracy)"}
 
     L, n, C = cfg.depth, len(data.y_train), data.num_classes
@@ -169,6 +177,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             dist.barrier()
             comm.wait_s = 0.0
             t0 = time.perf_counter()
+            phase = {"recv_wait": 0.0, "pack_send": 0.0, "send_wait": 0.0}  # the rest of the epoch: compute
             sends: deque = deque()
             pending = comm.irecv((units[0][1] - units[0][0], d_in + width + 1), torch.float32, rank - 1) if rank else None
             xb_step = None
@@ -187,7 +196,9 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         xb_step = None
                 else:
                     work, buf = pending
+                    tw = time.perf_counter()
                     comm.wait(work)
+                    phase["recv_wait"] += time.perf_counter() - tw
                     if u + 1 < len(units):  # receive ahead: the next micro-batch arrives while we compute
                         nlo, nhi, _ = units[u + 1]
                         pending = comm.irecv((nhi - nlo, d_in + width + 1), torch.float32, rank - 1)
@@ -200,16 +211,23 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     for i in mine:
                         s, t, assoc, ae = model.component_losses(i, s, t, yb)
                         local += [assoc, ae]
-                if sim_s:
-                    time.sleep(sim_s * len(mine) * (hi - lo) / cfg.batch_size)
+                sim_unit = sim_s * len(mine) * (hi - lo) / cfg.batch_size
+                if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
+                    time.sleep(sim_unit * SIM_FORWARD_SHARE)
                 if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
+                    tp = time.perf_counter()
                     packed = torch.cat([s.detach().flatten(1).float(), t.detach().float(),
                                         yb.to(torch.float32)[:, None]], 1)
                     sends.append(comm.isend(packed, rank + 1))
+                    tw = time.perf_counter()
+                    phase["pack_send"] += tw - tp
                     while len(sends) > 2:
                         comm.wait(sends.popleft()[0])
+                    phase["send_wait"] += time.perf_counter() - tw
                 w = (hi - lo) / _mini_batch_len(lo, n, cfg.batch_size)  # micro-batch means -> mini-batch mean
                 (sum(local[1:], local[0]) * w).backward()
+                if sim_unit:  # and two thirds the backward pass and update, after it
+                    time.sleep(sim_unit * (1.0 - SIM_FORWARD_SHARE))
                 if last:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
@@ -223,16 +241,21 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     fail(count)
                 if bar is not None:
                     bar.update(1)
+            tw = time.perf_counter()
             while sends:
                 comm.wait(sends.popleft()[0])
+            phase["send_wait"] += time.perf_counter() - tw
             own_seconds = time.perf_counter() - t0
             busy = torch.zeros(K, dtype=torch.float64)
             busy[rank] = own_seconds - comm.wait_s
             wall = torch.zeros(K, dtype=torch.float64)
             wall[rank] = own_seconds
-            stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall]))
+            prof = torch.zeros(len(phase), K, dtype=torch.float64)  # per rank: where its epoch went
+            prof[:, rank] = torch.tensor(list(phase.values()), dtype=torch.float64)
+            stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall, prof.flatten()]))
             bad_all = comm.all_reduce(bad.cpu(), dist.ReduceOp.MIN)
-            sums_all, busy, wall = stats[:2 * L], stats[2 * L:2 * L + K], stats[2 * L + K:]
+            sums_all, busy, wall = stats[:2 * L], stats[2 * L:2 * L + K], stats[2 * L + K:2 * L + 2 * K]
+            prof = stats[2 * L + 2 * K:].reshape(len(phase), K)
             train_seconds = float(wall.max())
             keys = [f"{kind}{i + 1}" for i in range(L) for kind in ("assoc", "ae")]
             if cfg.on_nan == "stop" and bool((bad_all < NO_BAD).any()):
@@ -265,6 +288,10 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             nonfinite_column(row, keys, bad_all)
             for r in range(K):
                 row[f"busy_seconds_rank{r}"] = float(busy[r])
+            for r in range(K):  # the per-rank profile: compute (the rest), packing + posting sends, waits
+                for j, name in enumerate(phase):
+                    row[f"rank{r}_{name}_s"] = float(prof[j, r])
+                row[f"rank{r}_compute_s"] = float(wall[r] - prof[:, r].sum())
             row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
             history.append(row)
             _set_lrs(full_opt, cfg, mult)

@@ -1,0 +1,241 @@
+"""Benchmark AL's training step against a plain PyTorch loop of the same model (issue 19), at the
+paper's batch 32 and at 256, for the paper's MNIST MLP (2 components, n = 1,024, ELU) and MNIST
+CNN (4 components of two 3x3 convolutions, n = 256, ELU).
+
+    python bench/bench_step.py [--quick] [--threads N] [--reps R] [--json PATH]
+
+Three ways to take the same step (forward, local losses, backward, Adam update) on the same data:
+
+- `plain`: what a researcher writes by hand: the same layers as plain `nn.Sequential`s holding the
+  same initial weights, the losses written out, and `torch.optim.Adam` with its defaults (on the
+  CPU the single-tensor loop), one optimiser per path like the authors' code (f/b at lr, g/h at 2 lr).
+- `alviz`: `ALModel.losses` + backward + `alviz.train.make_optimizer` (foreach Adam, the
+  reference's weights to the bit): what `alviz train` runs by default.
+- `alviz_fused`: the same with `fused_adam: true` (torch's fused CPU Adam: one pass per tensor; it
+  rounds differently, so it is an opt-in).
+
+Before timing, one step of `plain` and `alviz` from the same weights and batch is checked to give the
+same loss and the same weights (recorded as `same_step`). Timings are CPU time of this process,
+interleaved repetition by repetition (plain, alviz, alviz_fused, plain, ...), each repetition the
+mean of a few steps; the median and the range over repetitions are reported. An "epoch" is the step
+time x the steps of 4,000 images (the issue's anchor: the authors' TensorFlow code took about 7.3 s
+an epoch for the MLP and 20 s for the CNN at batch 32 with 2 threads on an idle machine; these are
+quoted, not measured here).
+
+Not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from alviz.config import TrainConfig  # noqa: E402
+from alviz.models import create_model, resolve_shape_defaults  # noqa: E402
+from alviz.train import make_optimizer  # noqa: E402
+
+TF_ANCHOR_S = {"mlp": 7.3, "cnn": 20.0}  # the authors' TF code, s per epoch of 4,000 images, batch 32, 2 threads
+EPOCH_IMAGES = 4000
+
+
+def _cfg(arch: str, width: int | None, depth: int | None, batch: int, fused: bool = False) -> TrainConfig:
+    return resolve_shape_defaults(TrainConfig(method="al", arch=arch, width=width, depth=depth, activation="elu",
+                                              lr=1e-4, batch_size=batch, device="cpu", fused_adam=fused))
+
+
+class _Plain:
+    """AL written out by hand in plain PyTorch: a copy of an ALModel's layers (the same weights), the
+    losses inline, two Adam optimisers with torch's defaults."""
+
+    def __init__(self, model, lr: float):
+        import copy
+
+        self.f = [copy.deepcopy(m) for m in model.blocks]
+        self.b = [copy.deepcopy(m) for m in model.bridges]
+        self.g = [copy.deepcopy(m) for m in model.label_encoders]
+        self.h = [copy.deepcopy(m) for m in model.decoders]
+        fb = [p for m in self.f + self.b for p in m.parameters()]
+        gh = [p for m in self.g + self.h for p in m.parameters()]
+        self.opt_fb = torch.optim.Adam(fb, lr=lr)
+        self.opt_gh = torch.optim.Adam(gh, lr=2 * lr)
+        self.C = model.num_classes
+
+    def loss(self, x, y):
+        s, t = x, F.one_hot(y, self.C).float()
+        total = 0.0
+        for f, b, g, h in zip(self.f, self.b, self.g, self.h):
+            s_new = f(s.detach())
+            t_new = g(t.detach())
+            total = total + F.mse_loss(b(s_new), t_new.detach()) + F.mse_loss(h(t_new), t.detach())
+            s, t = s_new, t_new
+        return total
+
+    def step(self, x, y):
+        loss = self.loss(x, y)
+        self.opt_fb.zero_grad(set_to_none=True)
+        self.opt_gh.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_fb.step()
+        self.opt_gh.step()
+        return loss
+
+    def state(self):
+        return [p.detach() for m in self.f + self.b + self.g + self.h for p in m.parameters()]
+
+
+def _alviz_step(model, opt):
+    def step(x, y):
+        losses, _ = model.losses(x, y)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        return losses["loss"]
+    return step
+
+
+def _alviz_state(model):
+    return [p.detach() for part in (model.blocks, model.bridges, model.label_encoders, model.decoders)
+            for p in part.parameters()]
+
+
+def _build(arch, width, depth, batch):
+    cfg = _cfg(arch, width, depth, batch)
+    torch.manual_seed(0)
+    base = create_model(cfg, (1, 28, 28), 10)
+    out = {}
+    plain = _Plain(base, cfg.lr)
+    out["plain"] = (plain.step, plain.state)
+    for name, fused in (("alviz", False), ("alviz_fused", True)):
+        c = _cfg(arch, width, depth, batch, fused)
+        torch.manual_seed(0)
+        m = create_model(c, (1, 28, 28), 10)
+        m.train()
+        opt = make_optimizer(m.param_groups(c.lr, c.lr_gh_factor), c, torch.device("cpu"))
+        out[name] = (_alviz_step(m, opt), lambda m=m: _alviz_state(m))
+    return cfg, out
+
+
+def bench_case(arch, width, depth, batch, reps, steps_per_rep) -> dict:
+    cfg, fns = _build(arch, width, depth, batch)
+    g = torch.Generator().manual_seed(0)
+    n_batches = 8
+    xs = torch.rand((n_batches, batch, 1, 28, 28), generator=g)
+    ys = torch.randint(0, 10, (n_batches, batch), generator=g)
+    # correctness: one step of plain and alviz from the same weights on the same batch
+    l_plain = fns["plain"][0](xs[0], ys[0])
+    l_alviz = fns["alviz"][0](xs[0], ys[0])
+    fns["alviz_fused"][0](xs[0], ys[0])
+    same_loss = bool(torch.equal(l_plain.detach(), l_alviz.detach()))
+    same_weights = all(torch.equal(a, b) for a, b in zip(fns["plain"][1](), fns["alviz"][1]()))
+    times = {k: [] for k in fns}
+    k_step = 1
+    for rep in range(reps + 1):  # repetition 0 is a warm-up
+        for name, (step, _) in fns.items():
+            c0 = time.process_time()
+            for i in range(steps_per_rep):
+                j = k_step % n_batches
+                step(xs[j], ys[j])
+                k_step += 1
+            if rep:
+                times[name].append((time.process_time() - c0) / steps_per_rep)
+    steps_epoch = math.ceil(EPOCH_IMAGES / batch)
+    row = {"arch": arch, "width": cfg.width, "depth": cfg.depth, "batch": batch, "reps": reps,
+           "steps_per_rep": steps_per_rep, "same_step": {"loss": same_loss, "weights": same_weights},
+           "params": sum(t.numel() for t in fns["alviz"][1]())}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        row[name] = {"step_cpu_s": med, "min_s": min(ts), "max_s": max(ts), "all_s": ts,
+                     "epoch_s": med * steps_epoch}
+    for name in ("alviz", "alviz_fused"):
+        ratios = [a / p for a, p in zip(times[name], times["plain"])]
+        row[f"{name}_vs_plain"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    return row
+
+
+CASES = ("mlp32", "mlp256", "cnn32", "cnn256")
+
+
+def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, cases=CASES, echo=None) -> dict:
+    """`cases`: of CASES (model and batch); `echo`: called with each case's row as it is done."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    r = reps or 7
+    plan = {"mlp32": ("mlp", 1024, 2, 32, r, 8), "mlp256": ("mlp", 1024, 2, 256, r, 2),
+            "cnn32": ("cnn", None, 4, 32, max(3, r // 2), 3), "cnn256": ("cnn", None, 4, 256, 3, 1)}
+    cases = [("mlp", 64, 2, 32, 2, 3)] if quick else [plan[c] for c in cases]
+    out = {"quick": quick, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "timer": "process CPU time, interleaved, median over repetitions (range beside it)",
+           "tf_anchor_s_per_epoch": TF_ANCHOR_S, "epoch_images": EPOCH_IMAGES,
+           "loadavg_start": list(os.getloadavg()), "cases": []}
+    try:
+        for arch, width, depth, batch, rr, spr in cases:
+            out["cases"].append(bench_case(arch, width, depth, batch, rr, spr))
+            if echo is not None:
+                echo(out["cases"][-1])
+    finally:
+        torch.set_num_threads(old)
+    out["loadavg_end"] = list(os.getloadavg())
+    return out
+
+
+def table(res: dict) -> str:
+    lines = [f"AL step on the CPU against a plain PyTorch loop of the same model: {res['threads']} thread(s), "
+             f"torch {res['torch']}, CPU time, medians [range] over interleaved repetitions; epoch = step x "
+             f"steps of {res['epoch_images']} images. Load average {res['loadavg_start'][0]:.1f} at the start, "
+             f"{res['loadavg_end'][0]:.1f} at the end.", "",
+             "| model | batch | same step (loss, weights) | plain ms | alviz ms | alviz / plain | alviz fused-Adam ms "
+             "| fused / plain | epoch s: plain, alviz, fused | authors' TF s/epoch (b32, 2 threads, idle; quoted) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in res["cases"]:
+        p, a, f = r["plain"], r["alviz"], r["alviz_fused"]
+        ra, rf = r["alviz_vs_plain"], r["alviz_fused_vs_plain"]
+        tf = res["tf_anchor_s_per_epoch"].get(r["arch"]) if r["batch"] == 32 and r["width"] in (1024, 256) else None
+        lines.append(
+            f"| {r['arch']} n={r['width']} depth {r['depth']} | {r['batch']} | "
+            f"{'yes' if r['same_step']['loss'] else 'NO'}, {'yes' if r['same_step']['weights'] else 'NO'} | "
+            f"{p['step_cpu_s'] * 1e3:.1f} [{p['min_s'] * 1e3:.0f}-{p['max_s'] * 1e3:.0f}] | "
+            f"{a['step_cpu_s'] * 1e3:.1f} [{a['min_s'] * 1e3:.0f}-{a['max_s'] * 1e3:.0f}] | "
+            f"{ra['median']:.2f} [{ra['min']:.2f}-{ra['max']:.2f}] | "
+            f"{f['step_cpu_s'] * 1e3:.1f} [{f['min_s'] * 1e3:.0f}-{f['max_s'] * 1e3:.0f}] | "
+            f"{rf['median']:.2f} [{rf['min']:.2f}-{rf['max']:.2f}] | "
+            f"{p['epoch_s']:.1f}, {a['epoch_s']:.1f}, {f['epoch_s']:.1f} | {tf if tf else '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a tiny MLP, 2 repetitions: seconds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default) [1]")
+    p.add_argument("--reps", type=int, default=None, help="repetitions of the MLP cases [7]")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)} [all]")
+    p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    args = p.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if not cases or any(c not in CASES for c in cases):
+        p.error(f"--cases: allowed: {', '.join(CASES)}; received {args.cases!r}")
+    res = run(quick=args.quick, threads=args.threads or None, reps=args.reps, cases=cases,
+              echo=lambda row: print(json.dumps(row), flush=True))
+    print(table(res))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
