@@ -384,7 +384,7 @@ def _check_meta(meta: dict, p: Path) -> None:
         v = pre.get(key)
         if not (isinstance(v, list) and len(v) == n_stats):
             bad(f"preprocess.{key}", v, f"a list of {n_stats} numbers")
-        schema.check(v, schema.List(node, text=f"a list of {n_stats} {node.text}s"), f"{p}: preprocess.{key}")
+        schema.check(v, schema.List(node, text=f"a list of {n_stats} {node.text}s"), p, f"preprocess.{key}")
     if pre.get("input_shape") != shape or not isinstance(pre.get("image"), bool):
         bad("preprocess", {k: pre.get(k) for k in ("input_shape", "image")},
             f"input_shape {shape} (as meta.json's) and image true or false")
