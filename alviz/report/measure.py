@@ -48,6 +48,19 @@ class RunActivations:
         return a if a.ndim == 2 else a.reshape(len(a), -1)
 
 
+def read_cache(path: Path) -> dict[str, float] | None:
+    """The measures cached in `path` ({measure: number}), or None when it is missing, damaged or not
+    alviz's (checked against `schema.MEASURES_CACHE`): the layer is then measured again."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        cached = read_json(path, "a measures cache written by alviz")
+        schema.check(cached, schema.MEASURES_CACHE, path)
+    except (UserError, OSError):
+        return None
+    return {k: (float("nan") if v is None else float(v)) for k, v in cached.items()}
+
+
 def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path, log) -> list[dict]:
     """Tidy per-layer rows (stat "value") of one run, from the cache where the inputs match."""
     rows = []
@@ -70,15 +83,8 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
                            *((Ztr, acts.train.labels) if Ztr is not None else ()))
         fname = f"{slug(name)}-{key}.json"
         path = cache / fname
-        vals = None
-        if path.is_file():
-            try:
-                cached = read_json(path, "a measures cache written by alviz")
-                schema.check(cached, schema.MEASURES_CACHE, path)
-                vals = {k: (float("nan") if v is None else float(v)) for k, v in cached.items()}
-                hits += 1
-            except (UserError, OSError):  # not ours, or damaged: measured again
-                vals = None
+        vals = read_cache(path)
+        hits += vals is not None
         if vals is None or set(vals) != set(MEASURES):
             vals = layer_measures(Zt, acts.test.labels, Ztr, acts.train.labels if Ztr is not None else None,
                                   seed=opts.seed, max_train=opts.train_samples)
