@@ -25,6 +25,7 @@ from alviz.cli import main
 from alviz.config import from_dict
 from alviz.errors import UserError
 from alviz.extract import load_activations
+from test_hostile_files import cli_error as err_line  # run the CLI, expect one `alviz: error` line
 
 TINY = ["--method", "al", "--width", "8", "--epochs", "1", "--batch-size", "30", "--device", "cpu", "--quiet",
         "--threads", "1"]
@@ -57,14 +58,6 @@ def run(world, tmp_path):
 def no_figures(monkeypatch):
     """Figures play no part in these analyses (and take most of their time)."""
     monkeypatch.setattr("alviz.report.analysis.experiment_figures", lambda *a, **k: {})
-
-
-def err_line(capsys, args, code=2) -> str:
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("alviz: error") and "Traceback" not in err, err
-    return err.strip()
 
 
 def _nest(n: int) -> str:
