@@ -342,7 +342,10 @@ def is_run_dir(path) -> bool:
 
 
 def read_config(run_dir):
+    """config.yaml of `run_dir` (a link out of the run is refused)."""
     run = Path(run_dir)
+    if (run / "config.yaml").is_symlink():
+        safeio.check_inside(run / "config.yaml", run)
     return config_mod.load_config(run / "config.yaml")
 
 
