@@ -342,7 +342,10 @@ def is_run_dir(path) -> bool:
 
 
 def read_config(run_dir):
+    """config.yaml of `run_dir` (a link out of the run is refused)."""
     run = Path(run_dir)
+    if (run / "config.yaml").is_symlink():
+        safeio.check_inside(run / "config.yaml", run)
     return config_mod.load_config(run / "config.yaml")
 
 
@@ -384,7 +387,7 @@ def _check_meta(meta: dict, p: Path) -> None:
         v = pre.get(key)
         if not (isinstance(v, list) and len(v) == n_stats):
             bad(f"preprocess.{key}", v, f"a list of {n_stats} numbers")
-        schema.check(v, schema.List(node, text=f"a list of {n_stats} {node.text}s"), f"{p}: preprocess.{key}")
+        schema.check(v, schema.List(node, text=f"a list of {n_stats} {node.text}s"), p, f"preprocess.{key}")
     if pre.get("input_shape") != shape or not isinstance(pre.get("image"), bool):
         bad("preprocess", {k: pre.get(k) for k in ("input_shape", "image")},
             f"input_shape {shape} (as meta.json's) and image true or false")

@@ -182,7 +182,13 @@ def from_dict(data: dict, base: TrainConfig | None = None, *, source: str = "con
     if "milestones" in data:
         data = {**data, "milestones": [float(m) for m in data["milestones"]]}
     cfg = dataclasses.replace(base or TrainConfig(), **data)
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except UserError as e:  # name the file the value came from (flags need no name)
+        msg = str(e)
+        if source in ("config", "command line") or msg.startswith(source):
+            raise
+        raise UserError(f"{source}: {msg}") from None
 
 
 def _type_name(tp) -> str:

@@ -45,7 +45,7 @@ def read_header(fh, where, kinds: str = KINDS) -> tuple[tuple[int, ...], bool, n
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
             raise ValueError(f"format version {major}.{head[7]} (alviz reads 1.0 and 2.0)")
-    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError) as e:
+    except Exception as e:  # numpy parses the header text with the tokenizer: any of its errors is a bad file
         why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise UserError(f"{where} is not a readable .npy file (its header: {why})") from None
     if dtype.hasobject:

@@ -162,9 +162,10 @@ class Map(Node):
                 node.check(v[k], f"{path}.{k}" if path else k, where)
 
 
-def check(value, node: Node, where) -> None:
-    """Raise a UserError unless `value` fits `node` (see the module docstring)."""
-    node.check(value, "", where)
+def check(value, node: Node, where, path: str = "") -> None:
+    """Raise a UserError unless `value` fits `node` (see the module docstring); `path` names the
+    value inside its file (e.g. "preprocess.std")."""
+    node.check(value, path, where)
 
 
 # --------------------------------------------------------------------------- the kinds of file

@@ -298,3 +298,26 @@ def test_optimizer_state_header_any_groups(good, tmp_path):
         data = ckpt._state_to_safetensors({}, {"format": ckpt.FORMAT, "epoch": "1", "param_groups": groups})
         (run / "train_state.safetensors").write_bytes(data)
         bounded(lambda: ckpt.optimizer_from_file(opt, run / "train_state.safetensors"))
+
+
+# --------------------------------------------------------------------------- analysis caches
+
+@SETTINGS
+@given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_measures_cache_any_content(tmp_path, data):
+    from alviz.report.measure import read_cache
+
+    p = tmp_path / "block1-abc.json"
+    p.write_bytes(data)
+    out = []
+    bounded(lambda: out.append(read_cache(p)))
+    assert out[0] is None or (isinstance(out[0], dict) and set(out[0]) >= {"values", "reps", "per_class"})
+
+
+@SETTINGS
+@given(mutations)
+def test_tsne_cache_mutated(tmp_path, m):
+    p = tmp_path / "t.npy"
+    np.save(p, np.arange(40, dtype=np.float32).reshape(20, 2))
+    p.write_bytes(mutate(p.read_bytes(), *m))
+    bounded(lambda: npyfile.load_npy(p))

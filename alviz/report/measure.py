@@ -97,8 +97,11 @@ LAYER_CACHE = schema.Map({"values": schema.MEASURES_CACHE, "reps": schema.Dict(_
                          {"probe_pred": schema.Opt(schema.List(schema.Int(0)))})
 
 
-def _load_cached(path: Path):
-    """A layer's cache entry when it is whole and ours; else None (measured again)."""
+def read_cache(path: Path) -> dict | None:
+    """A layer's cache entry when it is whole and ours (checked against ``LAYER_CACHE``); None when
+    it is missing, damaged or not alviz's: the layer is then measured again."""
+    if not (path.exists() or path.is_symlink()):
+        return None
     try:
         data = read_json(path, "a measures cache written by alviz")
         schema.check(data, LAYER_CACHE, path)
@@ -139,7 +142,7 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
         key = hash_arrays(settings, Zt, labels, *((Ztr, acts.train.labels) if Ztr is not None else ()))
         fname = f"{slug(name)}-{key}.json"
         path = cache / fname
-        data = _load_cached(path) if path.is_file() else None
+        data = read_cache(path)
         if data is not None:
             hits += 1
         else:
