@@ -53,6 +53,9 @@ def cli():
 @click.option("--variant", default=None, help="AL variant: paper or iclr2022")
 @click.option("--data-dir", default=None, help="where torchvision data sets live [data]")
 @click.option("--on-nan", default=None, help="stop or continue when a loss becomes NaN/inf [stop]")
+@click.option("--snapshots", default=None, metavar="SPEC",
+              help="also keep the weights of these epochs: 0,1,2,5 | every:N | log (0,1,2,4,8,... and the last); "
+                   "0 = initialisation [none]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML config; flags override it")
 @click.option("--preset", default=None, help="a named preset (see `alviz presets`)")
 @click.option("--out", default=None, help="experiment folder [checkpoints/<arch>-<dataset>-<activation>]")
@@ -118,8 +121,10 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
 @click.option("--data-dir", default=None)
 @click.option("--batch-size", type=int, default=1024, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--epoch", type=int, default=None,
+              help="the weights of this epoch (a snapshot, see train --snapshots) [the last checkpoint]")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
+def evaluate(run_dir, dataset, split, data_dir, batch_size, device, epoch, as_json):
     """Accuracy of a trained run (and AL's accuracy at every exit)."""
     from .checkpoint import load_run
     from .data import load_dataset
@@ -127,7 +132,7 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
     from .train import resolve_device
 
     dev = resolve_device(device)
-    run = load_run(run_dir, dev)
+    run = load_run(run_dir, dev, epoch=epoch)
     name = dataset or run.config.dataset
     data = load_dataset(name, data_dir=data_dir or run.config.data_dir,
                         test_fraction=run.config.test_fraction, preprocess=run.meta["preprocess"])
@@ -138,14 +143,15 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
     if batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer; received {batch_size}")
     ev = _evaluate(run.model, x, y, batch_size=batch_size, device=dev)
-    out = {"run": str(run.path), "method": run.config.method, "dataset": name, "split": split,
+    out = {"run": str(run.path), "method": run.config.method, "epoch": run.epoch, "dataset": name, "split": split,
            "n": len(y), "accuracy": ev["acc"]}
     if "exits" in ev:
         out["exit_accuracy"] = ev["exits"]
     if as_json:
         click.echo(json.dumps(out))
         return
-    click.echo(f"{run.path} ({run.config.method}) on {name}/{split}, {len(y)} samples: accuracy {ev['acc']:.4f}")
+    click.echo(f"{run.path} ({run.config.method}, epoch {run.epoch}) on {name}/{split}, {len(y)} samples: "
+               f"accuracy {ev['acc']:.4f}")
     for k, a in enumerate(ev.get("exits", []), start=1):
         click.echo(f"  exit {k}: {a:.4f}")
 
@@ -362,6 +368,7 @@ def _methods_opt(value):
 @click.option("--variant", default=None)
 @click.option("--data-dir", default=None)
 @click.option("--on-nan", default=None)
+@click.option("--snapshots", default=None, metavar="SPEC", help="keep the weights of these epochs (see alviz train)")
 @click.option("--out", default=None, help="sweep folder [checkpoints/<preset>, else checkpoints/<experiment>-sweep]")
 @click.option("--resume", is_flag=True,
               help="continue the sweep in --out (alone: as stored in its sweep.json); re-running the command also does")
