@@ -229,7 +229,11 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
               help="openTSNE threads (-1: all cores; 1 is fastest on a busy CPU)")
 @click.option("--device", default="auto", show_default=True, help="device for extraction: auto, cpu, cuda, cuda:N")
 @click.option("--seed", type=int, default=0, show_default=True, help="seeds samples, probes and t-SNE")
-def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed):
+@click.option("--no-snapshots", is_flag=True, help="skip the snapshots of runs that keep them (training dynamics)")
+@click.option("--strip-layer", default=None,
+              help="layer of the t-SNE strip across snapshot epochs [the deepest encoder block]")
+def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed,
+            no_snapshots, strip_layer):
     """Measure every layer, draw figures and write reports (default: all experiments under checkpoints/)."""
     from .report import Options
     from .report import analyze as _analyze
@@ -237,7 +241,8 @@ def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no
 
     opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=not no_tsne,
                    tsne_samples=tsne_samples, perplexity=perplexity, tsne_jobs=tsne_jobs,
-                   device=str(resolve_device(device)), seed=seed).validate()
+                   device=str(resolve_device(device)), seed=seed, snapshots=not no_snapshots,
+                   strip_layer=strip_layer).validate()
     folders = _analyze(list(paths), out=out, options=opts, log=click.echo)
     for f in folders:
         click.echo(f"report: {f / 'report.html'}  (also report.md, metrics.csv, fig_*.pdf/.png)")

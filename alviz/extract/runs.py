@@ -143,7 +143,7 @@ def _install(tmp: Path, final: Path) -> None:
 
 def _stale_reason(manifest: dict, settings: dict) -> str | None:
     if manifest.get("checkpoint_sha256") != settings["checkpoint_sha256"]:
-        return "stale: the checkpoint changed since it was extracted (model.safetensors sha256 differs)"
+        return "stale: the checkpoint changed since it was extracted (the sha256 of its weights file differs)"
     diff = [k for k in SETTING_KEYS if manifest.get(k) != settings[k]]
     if diff:
         what = ", ".join(f"{k} {manifest.get(k)!r} -> {settings[k]!r}" for k in diff)
@@ -179,8 +179,10 @@ def _existing(final: Path, settings: dict, names: list[str], force: bool) -> tup
 
 
 def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples=None, dtype="float32",
-                pool="gap", batch_size=256, force=False, device="cpu", log=print, data_dir=None) -> Path:
+                pool="gap", batch_size=256, force=False, device="cpu", log=print, data_dir=None,
+                epoch=None) -> Path:
     """Extract the hidden layers of a trained run into `RUN/activations/<dataset-slug>-<split>/`
+    (with `epoch`, the weights of that epoch, a snapshot: `.../<dataset-slug>-<split>-epochNNNN/`)
     and return that folder.
 
     `dataset`: None for the run's own, or any registered name / `npz:PATH` (preprocessed with the
@@ -196,7 +198,7 @@ def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples
     with _run_lock(run_dir):
         return _extract_run(run_dir, dataset=dataset, split=split, layers=layers, max_samples=max_samples,
                             dtype=dtype, pool=pool, batch_size=batch_size, force=force, device=device, log=log,
-                            data_dir=data_dir)
+                            data_dir=data_dir, epoch=epoch)
 
 
 @contextmanager
@@ -218,27 +220,28 @@ def _run_lock(run_dir):
 
 
 def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, batch_size, force, device, log,
-                 data_dir) -> Path:
+                 data_dir, epoch=None) -> Path:
     _check_args(split, dtype, pool, batch_size, max_samples)
     if isinstance(layers, str):
         layers = parse_layers(layers)
-    from ..checkpoint import load_run, sha256_file
+    from ..checkpoint import load_run, sha256_file, weights_file
     from ..data import load_dataset
     from ..train import resolve_device
 
     dev = resolve_device(str(device))
-    run = load_run(run_dir, dev)
+    run = load_run(run_dir, dev, epoch=epoch)
+    weights = weights_file(run.path, epoch, run.meta)
     names = [e.name for e in select_layers(run.model, layers)]
     name = dataset or run.config.dataset
     key, data_sha = _dataset_identity(name)
     settings = {
-        "format": FORMAT, "checkpoint_sha256": sha256_file(run.path / "model.safetensors"),
+        "format": FORMAT, "checkpoint_sha256": sha256_file(weights),
         "dataset": key, "data_sha256": data_sha, "split": split,
         "test_fraction": run.config.test_fraction, "max_samples": max_samples,
         "sample_seed": SAMPLE_SEED, "dtype": dtype, "pool": pool,
     }
     root = run.path / ACTIVATIONS_DIR
-    final = root / f"{dataset_slug(name)}-{split}"
+    final = root / (f"{dataset_slug(name)}-{split}" + ("" if epoch is None else f"-epoch{epoch:04d}"))
     _clean_leftovers(root)
     reuse, why = _existing(final, settings, names, force)
     if reuse:
@@ -286,7 +289,7 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
             "dataset_name": name,
             "num_classes": n_cls, "class_names": run.meta.get("class_names"),
             "method": run.config.method, "arch": run.config.arch, "seed": run.config.seed,
-            "epoch": run.meta.get("epoch"), "checkpoint": "model.safetensors",
+            "epoch": run.epoch, "checkpoint": weights.relative_to(run.path).as_posix(),
             "batch_size": batch_size, "device": str(dev), "seconds": round(seconds, 3),
             "alviz_version": __version__, "torch_version": torch.__version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -22,15 +22,15 @@ from .runs import RunInfo
 
 
 class RunActivations:
-    """Test and train activation sets of one run."""
+    """Test and train activation sets of one run (with `epoch`: of its snapshot of that epoch)."""
 
-    def __init__(self, info: RunInfo, opts: Options, log):
+    def __init__(self, info: RunInfo, opts: Options, log, epoch: int | None = None):
         from ..extract import extract_run, load_activations
 
         t_dir = extract_run(info.path, split="test", max_samples=opts.max_samples, device=opts.device,
-                            log=log)
+                            log=log, epoch=epoch)
         cap = opts.train_samples if opts.max_samples is None else min(opts.train_samples, opts.max_samples)
-        r_dir = extract_run(info.path, split="train", max_samples=cap, device=opts.device, log=log)
+        r_dir = extract_run(info.path, split="train", max_samples=cap, device=opts.device, log=log, epoch=epoch)
         self.test = load_activations(t_dir)
         self.train = load_activations(r_dir)
         for split, sets in (("test", self.test), ("train", self.train)):
@@ -47,10 +47,15 @@ class RunActivations:
         return a if a.ndim == 2 else a.reshape(len(a), -1)
 
 
-def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path, log) -> list[dict]:
-    """Tidy per-layer rows (stat "value") of one run, from the cache where the inputs match."""
+def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path, log,
+                epoch: int | None = None) -> list[dict]:
+    """Tidy per-layer rows (stat "value") of one run, from the cache where the inputs match; with
+    `epoch` (activations of a snapshot), each row also holds "epoch" and the cache has a folder
+    per epoch (so measuring one snapshot never prunes another's entries)."""
     rows = []
     cache = cache / "metrics" / slug(info.name)
+    if epoch is not None:
+        cache = cache / f"epoch{epoch:04d}"
     cache.mkdir(parents=True, exist_ok=True)
     settings = {"v": CACHE_VERSION, "seed": opts.seed, "train": opts.train_samples,
                 "measures": sorted(MEASURES)}
@@ -83,22 +88,23 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
                 "seed": info.seed, "layer": name, "role": entry.get("role"),
                 "depth": entry.get("position"), "on_path": bool(entry.get("on_path", True)),
                 "match": entry.get("match"), "measure": m, "stat": "value", "value": float(vals[m]),
+                **({} if epoch is None else {"epoch": epoch}),
             })
     n = len(acts.test.manifest["layers"])
-    log(f"{info.name}: {n} layers measured on {len(acts.test.labels)} held-out samples "
+    log(f"{info.name}{'' if epoch is None else f' epoch {epoch}'}: {n} layers measured on {len(acts.test.labels)} held-out samples "
         f"({hits} from cache) in {time.perf_counter() - t0:.1f}s")
     return rows
 
 
 def aggregate(rows: list[dict], confidence: float = 0.95) -> list[dict]:
-    """Summary rows over seeds: per (experiment, method, layer, measure) the stats mean, std, n,
+    """Summary rows over seeds: per (experiment, method, layer, measure[, epoch]) the stats mean, std, n,
     ci_low, ci_high (``alviz.metrics.summarize``); run = the method, seed = "all"."""
     groups: dict[tuple, list] = defaultdict(list)
     first: dict[tuple, dict] = {}
     for r in rows:
         if r.get("stat", "value") != "value":
             continue
-        k = (r.get("experiment"), r["method"], r["layer"], r["measure"])
+        k = (r.get("experiment"), r["method"], r["layer"], r["measure"], r.get("epoch"))  # epoch: snapshots
         groups[k].append(float(r["value"]))
         first.setdefault(k, r)
     out = []

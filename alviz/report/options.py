@@ -40,7 +40,9 @@ class Options:
     ``train_samples`` caps the training samples the k-NN and probe measures learn from;
     ``tsne_samples`` points (stratified, the same in every panel) are embedded with
     ``perplexity``, ``tsne_jobs`` threads; ``seed`` seeds every sample and t-SNE;
-    ``device`` runs the extraction."""
+    ``device`` runs the extraction; ``snapshots``: measure the snapshots of runs that keep them
+    (``alviz.report.dynamics``), ``strip_layer`` (None: the deepest encoder block) is the layer of
+    the t-SNE strip across epochs."""
 
     max_samples: int | None = None
     train_samples: int = 5000
@@ -50,6 +52,8 @@ class Options:
     tsne_jobs: int = 1
     device: str = "cpu"
     seed: int = 0
+    snapshots: bool = True  # runs with snapshots: measure every snapshot too (training dynamics)
+    strip_layer: str | None = None  # the layer of the t-SNE strip across epochs [deepest shared encoder block]
 
     def validate(self) -> "Options":
         for name in ("train_samples", "tsne_samples", "tsne_jobs"):
