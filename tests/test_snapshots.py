@@ -300,3 +300,83 @@ def test_pipeline_and_ddp_keep_snapshots(tmp_path):
             for k in a:
                 torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=f"{mode} epoch {e} {k}")
         assert ckpt.snapshot_path(run, 3).read_bytes() == (run / "model.safetensors").read_bytes()
+
+
+# --------------------------------------------------------------------------- analysis of snapshots
+
+def test_analyze_measures_every_snapshot_and_a_rerun_only_new_ones(tmp_path):
+    import csv as _csv
+
+    from alviz.report import analyze
+
+    exp = tmp_path / "exp"
+    for m in ("al", "bp"):
+        _train(exp / f"{m}-seed0", method=m, epochs=2, snapshots="every:1")
+    logs: list[str] = []
+    opts = dict(max_samples=60, train_samples=100, tsne_samples=40, perplexity=5.0)
+    (folder,) = analyze([exp], out=tmp_path / "rep", log=logs.append, **opts)
+    with open(folder / "dynamics.csv", newline="") as fh:
+        rows = list(_csv.DictReader(fh))
+    for m, n_layers in (("al", 6), ("bp", 5)):
+        got = {(r["epoch"], r["layer"]) for r in rows if r["method"] == m and r["stat"] == "value"}
+        assert {e for e, _ in got} == {"0", "1", "2"} and len(got) == 3 * n_layers
+    # the snapshot of the last epoch is the checkpoint: its values are the final analysis's
+    final = {(r["run"], r["layer"], r["measure"]): r["value"] for r in
+             _csv.DictReader(open(folder / "metrics.csv", newline="")) if r["stat"] == "value"}
+    for r in rows:
+        if r["epoch"] == "2" and r["stat"] == "value":
+            assert r["value"] == final[(r["run"], r["layer"], r["measure"])]
+    for stem in ("fig_dynamics", "fig_dynamics_measures", "fig_dynamics_exits", "fig_dynamics_tsne"):
+        assert (folder / f"{stem}.png").is_file() and (folder / f"{stem}.pdf").is_file()
+    page = (folder / "report.html").read_text()
+    assert 'id="alviz-tsne-strip"' in page and 'id="tv-strip"' in page and "Training dynamics" in page
+    meta = json.loads((folder / "metrics.json").read_text())["dynamics"]
+    assert meta["snapshots"] == {"al-seed0": [0, 1, 2], "bp-seed0": [0, 1, 2]}
+    assert meta["strip"]["layer"] == "block2" and meta["strip"]["epochs"] == [0, 1, 2]
+    exits0 = [c for c in meta["exit_accuracy"] if c["run"] == "al-seed0" and c["epoch"] == 0]
+    assert sorted(c["exit"] for c in exits0) == [0, 1, 2]  # epoch 0 evaluated from the initialisation
+    assert (exp / "al-seed0" / "activations" / "blobs-test-epoch0001" / "manifest.json").is_file()
+
+    # the runs continue to epoch 3: epochs 0 and 1 come from the caches, only 2 and 3 are new
+    for m in ("al", "bp"):
+        train(TrainConfig(**{**TINY, "method": m, "epochs": 3, "snapshots": "every:1"}), exp / f"{m}-seed0",
+              resume=True, progress=False, log=lambda *a: None)
+    logs.clear()
+    analyze([exp], out=tmp_path / "rep", log=logs.append, **opts)
+    text = "\n".join(logs)
+    for run, n in (("al-seed0", 6), ("bp-seed0", 5)):
+        for e in (0, 1):
+            assert f"{run} epoch {e}: {n} layers measured on 60 held-out samples ({n} from cache)" in text
+        assert f"{run} epoch 2: {n} layers measured on 60 held-out samples (0 from cache)" in text
+    assert "t-SNE strip: 8 panels of 40 points (2 computed, 6 from cache)" in text  # epoch 3 of AL and BP
+
+
+def test_analyze_no_snapshots_and_bad_strip_layer(tmp_path, cli_main, capsys):
+    exp = tmp_path / "exp"
+    _train(exp / "al-seed0", epochs=1, snapshots="every:1")
+    args = ["analyze", str(exp), "--out", str(tmp_path / "rep"), "--max-samples", "40", "--train-samples", "60",
+            "--no-tsne"]
+    assert cli_main(args + ["--no-snapshots"]) == 0
+    assert not (tmp_path / "rep" / "exp" / "dynamics.csv").exists()
+    assert cli_main(args[:-1] + ["--tsne-samples", "30", "--strip-layer", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--strip-layer 'nope' is not a layer of every run; allowed: block1" in err
+
+
+def test_tsne_init_holds_the_layout():
+    from alviz.embed import tsne
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 8, (4, 10))
+    y = np.repeat(np.arange(4), 25)
+    Z = centers[y] + rng.normal(0, 1, (100, 10))
+    first = tsne(Z, perplexity=10, seed=0, n_jobs=1)
+    again = tsne(Z + rng.normal(0, 0.1, Z.shape), perplexity=10, seed=0, n_jobs=1, init=first)
+    c1 = np.stack([first[y == k].mean(0) for k in range(4)])
+    c2 = np.stack([again[y == k].mean(0) for k in range(4)])
+    # the same arrangement of classes: the direction from the centre to each class centre is kept
+    c1, c2 = c1 - c1.mean(0), c2 - c2.mean(0)
+    cos = (c1 * c2).sum(1) / np.linalg.norm(c1, axis=1) / np.linalg.norm(c2, axis=1)
+    assert (cos > 0.9).all(), cos
+    with pytest.raises(ValueError, match="init must be a finite"):
+        tsne(Z, perplexity=10, init=np.zeros((3, 2)))
