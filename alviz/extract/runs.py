@@ -88,6 +88,23 @@ def _dataset_identity(name: str) -> tuple[str, str | None]:
     return f"npz:{p.resolve()}", sha256_file(p)
 
 
+_LAST_DATA: dict = {}  # the last data set loaded: {key: Data}
+
+
+def _dataset(name: str, data_sha: str | None, data_dir, test_fraction: float, preprocess: dict):
+    """`load_dataset` with the last result kept: the snapshots of a run (and the runs of an
+    experiment) are extracted one after another from the same data, whose loading (mnist5k: about
+    5 s of CPU) would otherwise dominate. Keyed by name, the npz file's sha256, folder, split
+    fraction and preprocessing; one data set is kept at a time."""
+    from ..data import load_dataset
+
+    key = (name, data_sha, str(data_dir), float(test_fraction), json.dumps(preprocess, sort_keys=True))
+    if key not in _LAST_DATA:
+        _LAST_DATA.clear()
+        _LAST_DATA[key] = load_dataset(name, data_dir=data_dir, test_fraction=test_fraction, preprocess=preprocess)
+    return _LAST_DATA[key]
+
+
 def _positive(what: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise UserError(f"{what} must be a positive integer; received {value!r}")
@@ -225,7 +242,6 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
     if isinstance(layers, str):
         layers = parse_layers(layers)
     from ..checkpoint import load_run, sha256_file, weights_file
-    from ..data import load_dataset
     from ..train import resolve_device
 
     dev = resolve_device(str(device))
@@ -250,8 +266,8 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
     if why:
         log(f"{final}: {why}")
 
-    data = load_dataset(name, data_dir=data_dir or run.config.data_dir, test_fraction=run.config.test_fraction,
-                        preprocess=run.meta["preprocess"])
+    data = _dataset(name, data_sha, data_dir or run.config.data_dir, run.config.test_fraction,
+                    run.meta["preprocess"])
     n_cls = int(run.meta["num_classes"])
     if data.num_classes > n_cls:
         raise UserError(f"{name} has labels up to {data.num_classes - 1} but the model knows {n_cls} classes "
