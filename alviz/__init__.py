@@ -7,19 +7,21 @@
 __version__ = "0.1.0"
 
 
-def load(run_dir, device="cpu"):
-    """Return `(model, config)` of a run directory; the model is in eval mode on `device`."""
+def load(run_dir, device="cpu", epoch=None):
+    """Return `(model, config)` of a run directory; the model is in eval mode on `device`. With
+    `epoch`, the weights of that epoch (a snapshot kept with `alviz train --snapshots`; 0 is the
+    initialisation); a run without it is an error listing the epochs it keeps."""
     from .checkpoint import load_run
 
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, epoch=epoch)
     return run.model, run.config
 
 
-def load_run(run_dir, device="cpu"):
-    """Return a `Run` (model, config, meta, path) of a run directory."""
+def load_run(run_dir, device="cpu", epoch=None):
+    """Return a `Run` (model, config, meta, path, epoch) of a run directory (`epoch`: as in `load`)."""
     from .checkpoint import load_run as _load_run
 
-    return _load_run(run_dir, device)
+    return _load_run(run_dir, device, epoch=epoch)
 
 
 def capture(model, layers=None, **kwargs):

@@ -6,9 +6,13 @@ A run directory holds
     train_state.safetensors   optimiser state, for --resume
     meta.json                 epoch, data preprocessing, classes, per-epoch history, status
     summary.csv               one row per epoch (a readable copy of meta.json's history)
+    snapshots/epoch-NNNN.safetensors   weights at chosen epochs (`snapshots` in the config; 0 = the
+                              initialisation); meta.json's "snapshots" maps each epoch to the sha256
+                              of its tensors (as recorded in the file's header)
 
 Saving is journaled: every file of a checkpoint is first written to `.staging/`, fsynced, then the
-marker `.staging/COMPLETE` is written; only then are the files moved into place. Whoever opens a
+marker `.staging/COMPLETE` is written; only then are the files moved into place (an epoch's
+snapshot is staged and moved with its checkpoint, before meta.json that lists it). Whoever opens a
 run first finishes an interrupted move (roll forward) or drops an incomplete staging folder, so a
 crash at any moment leaves one whole checkpoint: the previous one or the new one. A save that
 fails (disk full, permissions) drops its staging folder and raises a UserError saying the
@@ -35,12 +39,14 @@ from safetensors.torch import save as st_save
 
 from . import config as config_mod
 from . import safeio, schema
+from . import snapshots as snapshot_spec
 from .errors import UserError, refuse_pickle
 
 FORMAT = "alviz-run/1"
 FILES = ("config.yaml", "model.safetensors", "train_state.safetensors", "meta.json", "summary.csv")
 STAGING = ".staging"
 COMPLETE = "COMPLETE"
+SNAPSHOT_STAGED = "snapshot-"  # .staging/snapshot-epoch-NNNN.safetensors -> snapshots/epoch-NNNN.safetensors
 
 
 # --------------------------------------------------------------------------- atomic file helpers
@@ -146,6 +152,16 @@ def fault(point: str, number: int, k: int = 1) -> None:
 
 def _move_staged(run: Path, epoch: int | None = None) -> None:
     moved = 0
+    snaps = sorted(p.name for p in (run / STAGING).glob(SNAPSHOT_STAGED + "*"))
+    if snaps:
+        (run / snapshot_spec.FOLDER).mkdir(exist_ok=True)
+    for name in snaps:  # snapshots first: meta.json, which lists them, is moved after them
+        os.replace(run / STAGING / name, run / snapshot_spec.FOLDER / name[len(SNAPSHOT_STAGED):])
+        moved += 1
+        if epoch is not None:
+            fault("save:moving", epoch, moved)
+    if snaps:
+        fsync_path(run / snapshot_spec.FOLDER)
     for name in FILES:
         src = run / STAGING / name
         if src.exists():
@@ -230,8 +246,15 @@ def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 def _state_to_safetensors(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """safetensors bytes whose header records `tensors_sha256` (checked on reading: a flipped bit in
     the data is an error, not silently different weights)."""
+    return _encode(state, metadata)[0]
+
+
+def _encode(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[bytes, str]:
+    """(safetensors bytes, their `tensors_sha256`). The digest, unlike the file's bytes (safetensors
+    orders header metadata arbitrarily), is the same for the same tensors."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return st_save(tensors, metadata={**metadata, "tensors_sha256": _tensors_sha256(tensors)})
+    digest = _tensors_sha256(tensors)
+    return st_save(tensors, metadata={**metadata, "tensors_sha256": digest}), digest
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], bytes]:
@@ -301,25 +324,83 @@ def optimizer_from_file(opt: torch.optim.Optimizer, path: Path) -> int:
 # --------------------------------------------------------------------------- runs
 
 def save_checkpoint(run_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    cfg, meta: dict, history: list[dict]) -> None:
-    """Write a whole checkpoint (weights, optimiser, config, meta, summary) in one journaled commit."""
+                    cfg, meta: dict, history: list[dict], snapshots: dict | None = None) -> None:
+    """Write a whole checkpoint (weights, optimiser, config, meta, summary) in one journaled commit.
+
+    `snapshots` {epoch: state_dict or None (this epoch's weights)}: snapshots written in the same
+    commit; meta.json's "snapshots" maps them, and those the run already keeps, to their tensors'
+    sha256 (the `tensors_sha256` in each file's header)."""
     run = Path(run_dir)
     epoch = int(meta.get("epoch", 0))
-    weights = _state_to_safetensors(model.state_dict(), {"format": FORMAT, "epoch": str(epoch)})
-    files = {
+    weights, digest = _encode(model.state_dict(), {"format": FORMAT, "epoch": str(epoch)})
+    files = {}
+    index = snapshot_index(run) if (snapshots or getattr(cfg, "snapshots", None)) else {}
+    for e, state in sorted((snapshots or {}).items()):
+        data, h = (weights, digest) if state is None and e == epoch else _encode(
+            state, {"format": FORMAT, "epoch": str(e)})
+        files[SNAPSHOT_STAGED + snapshot_spec.file_name(e)] = data
+        index[e] = h
+    extra = {"snapshots": {str(e): h for e, h in sorted(index.items())}} if index else {}
+    files.update({
         "config.yaml": config_mod.dump_yaml(cfg).encode(),
         "model.safetensors": weights,
         "meta.json": json.dumps({**meta, "format": FORMAT, "history": history,
-                                 "weights_sha256": hashlib.sha256(weights).hexdigest()},
+                                 "weights_sha256": hashlib.sha256(weights).hexdigest(), **extra},
                                 indent=1).encode(),
         "summary.csv": summary_csv(history).encode(),
-    }
+    })
     if optimizer is not None:
         files["train_state.safetensors"] = optimizer_to_bytes(optimizer, epoch)
     try:
         _commit(run, files, epoch)
     except OSError as e:  # disk full, permissions, ...: the previous checkpoint is still whole
         raise _save_failed(run, epoch, e) from None
+
+
+def snapshot_index(run_dir) -> dict[int, str]:
+    """{epoch: sha256 of its snapshot's tensors} as the run's meta.json lists them ({} if none or no
+    meta.json yet)."""
+    try:
+        meta = json.loads((Path(run_dir) / "meta.json").read_text(encoding="utf-8"))
+        return {int(e): str(h) for e, h in (meta.get("snapshots") or {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def snapshot_path(run_dir, epoch: int) -> Path:
+    """RUN/snapshots/epoch-NNNN.safetensors (whether or not it exists)."""
+    return Path(run_dir) / snapshot_spec.FOLDER / snapshot_spec.file_name(epoch)
+
+
+def snapshot_epochs(run_dir) -> list[int]:
+    """The epochs whose snapshot file is in RUN/snapshots/, ascending."""
+    folder = Path(run_dir) / snapshot_spec.FOLDER
+    if not folder.is_dir():
+        return []
+    return sorted(e for e in (snapshot_spec.epoch_of(p.name) for p in folder.iterdir()) if e is not None)
+
+
+def weights_file(run_dir, epoch: int | None = None, meta: dict | None = None) -> Path:
+    """The weights file of `run_dir` at `epoch` (None: the last checkpoint, model.safetensors): its
+    snapshot, or model.safetensors when `epoch` is the checkpoint's epoch; else a UserError that
+    lists the epochs the run keeps."""
+    run = Path(run_dir)
+    if epoch is None:
+        return run / "model.safetensors"
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise UserError(f"epoch must be an integer >= 0; received {epoch!r}")
+    p = snapshot_path(run, epoch)
+    if p.is_file():
+        return p
+    meta = meta if meta is not None else read_meta(run)
+    if epoch == meta["epoch"]:
+        return run / "model.safetensors"
+    kept = snapshot_epochs(run)
+    have = (f"it keeps snapshots of epochs {', '.join(map(str, kept))} and the checkpoint of epoch {meta['epoch']}"
+            if kept else f"it keeps no snapshots (trained without --snapshots), only the checkpoint of epoch "
+                         f"{meta['epoch']}")
+    raise UserError(f"{run}: no weights of epoch {epoch}; {have}; train with --snapshots (e.g. log or every:1) "
+                    "to keep other epochs")
 
 
 def summary_csv(history: list[dict]) -> str:
@@ -412,11 +493,12 @@ def check_run_dir(run_dir) -> Path:
     return run
 
 
-def load_weights(model: torch.nn.Module, run_dir, meta: dict | None = None) -> None:
-    """Load model.safetensors of `run_dir` into `model`: it must fit the architecture and, if alviz
-    wrote it, be the file meta.json records (`weights_sha256`: weights swapped in from another
-    run are an error)."""
-    path = Path(run_dir) / "model.safetensors"
+def load_weights(model: torch.nn.Module, run_dir, meta: dict | None = None, *, path: Path | None = None) -> None:
+    """Load `path` (default RUN/model.safetensors; a snapshot: `weights_file`) into `model`: it must
+    fit the architecture and, for the run's own model.safetensors written by alviz, be the file
+    meta.json records (`weights_sha256`: weights swapped in from another run are an error)."""
+    own = Path(run_dir) / "model.safetensors"
+    path = Path(path) if path is not None else own
     tensors, header, data = _read_safetensors(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -434,7 +516,7 @@ def load_weights(model: torch.nn.Module, run_dir, meta: dict | None = None) -> N
         raise UserError(f"{path}: the weights do not match the architecture in config.yaml "
                         f"({'; '.join(what)})")
     meta = read_meta(run_dir) if meta is None else meta
-    want = meta.get("weights_sha256")  # a file alviz wrote (tensors_sha256) must be this run's own;
+    want = meta.get("weights_sha256") if path == own else None  # a file alviz wrote (tensors_sha256) must be this run's own;
     # a file re-saved by another tool (a new header) is the user's deliberate edit, as documented
     if want is not None and "tensors_sha256" in header and hashlib.sha256(data).hexdigest() != want:
         raise UserError(f"{path}: is not the file this run saved (its sha256 differs from meta.json's "
@@ -449,29 +531,33 @@ def dump_yaml(data) -> str:
 # --------------------------------------------------------------------------- loading a whole run
 
 class Run:
-    """A trained run read back from disk: the model (in eval mode), its config and its metadata."""
+    """A trained run read back from disk: the model (in eval mode), its config and its metadata;
+    `epoch` is the epoch of the loaded weights (a snapshot's, or the checkpoint's = meta["epoch"])."""
 
-    def __init__(self, path: Path, model: torch.nn.Module, config, meta: dict):
+    def __init__(self, path: Path, model: torch.nn.Module, config, meta: dict, epoch: int | None = None):
         self.path, self.model, self.config, self.meta = path, model, config, meta
+        self.epoch = meta["epoch"] if epoch is None else epoch
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, method={self.config.method!r}, arch={self.config.arch!r}, epoch={self.meta['epoch']})"
+        return f"Run({str(self.path)!r}, method={self.config.method!r}, arch={self.config.arch!r}, epoch={self.epoch})"
 
 
-def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
-    """Rebuild the model of `run_dir` from its config.yaml, meta.json and model.safetensors alone."""
+def load_run(run_dir, device: str | torch.device = "cpu", epoch: int | None = None) -> Run:
+    """Rebuild the model of `run_dir` from its config.yaml, meta.json and model.safetensors alone;
+    with `epoch`, the weights of that epoch (a snapshot; see `weights_file`)."""
     from .models import create_model  # models sit left of checkpoints in the flow; import late for speed
 
     run = check_run_dir(run_dir)
     cfg = read_config(run)
     meta = read_meta(run)
+    path = weights_file(run, epoch, meta)
     try:
         model = create_model(cfg, tuple(meta["input_shape"]), int(meta["num_classes"]))
     except (TypeError, ValueError) as e:
         raise UserError(f"{run}: cannot build the model its config describes ({e})") from None
-    load_weights(model, run, meta)
+    load_weights(model, run, meta, path=path)
     model.eval()
-    return Run(run, model.to(device), cfg, meta)
+    return Run(run, model.to(device), cfg, meta, meta["epoch"] if epoch is None else epoch)
 
 
 def check_finite_weights(model: torch.nn.Module, where) -> None:

@@ -63,6 +63,9 @@ def cli():
 @click.option("--variant", default=None, help="AL variant: paper or iclr2022")
 @click.option("--data-dir", default=None, help="where torchvision data sets live [data]")
 @click.option("--on-nan", default=None, help="stop or continue when a loss becomes NaN/inf [stop]")
+@click.option("--snapshots", default=None, metavar="SPEC",
+              help="also keep the weights of these epochs: 0,1,2,5 | every:N | log (0,1,2,4,8,... and the last); "
+                   "0 = initialisation [none]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML config; flags override it")
 @click.option("--preset", default=None, help="a named preset (see `alviz presets`)")
 @click.option("--out", default=None, help="experiment folder [checkpoints/<arch>-<dataset>-<activation>]")
@@ -129,8 +132,10 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
 @click.option("--data-dir", default=None)
 @click.option("--batch-size", type=int, default=1024, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--epoch", type=int, default=None,
+              help="the weights of this epoch (a snapshot, see train --snapshots) [the last checkpoint]")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
+def evaluate(run_dir, dataset, split, data_dir, batch_size, device, epoch, as_json):
     """Accuracy of a trained run (and AL's accuracy at every exit)."""
     from .checkpoint import load_run
     from .data import load_dataset
@@ -141,7 +146,7 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
     from .data import changed_since_training
 
     dev = resolve_device(device)
-    run = load_run(run_dir, dev)
+    run = load_run(run_dir, dev, epoch=epoch)
     check_finite_weights(run.model, run.path)
     name = dataset or run.config.dataset
     data = load_dataset(name, data_dir=data_dir or run.config.data_dir,
@@ -158,14 +163,15 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
     if warning:
         click.echo(warning, err=True)
     ev = _evaluate(run.model, x, y, batch_size=batch_size, device=dev)
-    out = {"run": str(run.path), "method": run.config.method, "dataset": name, "split": split,
+    out = {"run": str(run.path), "method": run.config.method, "epoch": run.epoch, "dataset": name, "split": split,
            "n": len(y), "accuracy": ev["acc"]}
     if "exits" in ev:
         out["exit_accuracy"] = ev["exits"]
     if as_json:
         click.echo(json.dumps(out))
         return
-    click.echo(f"{run.path} ({run.config.method}) on {name}/{split}, {len(y)} samples: accuracy {ev['acc']:.4f}")
+    click.echo(f"{run.path} ({run.config.method}, epoch {run.epoch}) on {name}/{split}, {len(y)} samples: "
+               f"accuracy {ev['acc']:.4f}")
     for k, a in enumerate(ev.get("exits", []), start=1):
         click.echo(f"  exit {k}: {a:.4f}")
 
@@ -246,8 +252,11 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
 @click.option("--boot", type=int, default=200, show_default=True,
               help="bootstrap replicates per measure and layer (0: no intervals, no verdicts)")
 @click.option("--no-similarity", is_flag=True, help="skip the layer-to-layer similarity and its noise floor")
+@click.option("--no-snapshots", is_flag=True, help="skip the snapshots of runs that keep them (training dynamics)")
+@click.option("--strip-layer", default=None,
+              help="layer of the t-SNE strip across snapshot epochs [the deepest encoder block]")
 def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed,
-            boot, no_similarity):
+            boot, no_similarity, no_snapshots, strip_layer):
     """Measure every layer, draw figures and write reports (default: all experiments under checkpoints/)."""
     from .report import Options
     from .report import analyze as _analyze
@@ -256,7 +265,8 @@ def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no
     opts = Options(max_samples=max_samples, train_samples=train_samples, tsne=not no_tsne,
                    tsne_samples=tsne_samples, perplexity=perplexity, tsne_jobs=tsne_jobs,
                    device=str(resolve_device(device)), seed=seed, boot=boot,
-                   similarity=not no_similarity).validate()
+                   similarity=not no_similarity, snapshots=not no_snapshots,
+                   strip_layer=strip_layer).validate()
     folders = _analyze(list(paths), out=out, options=opts, log=click.echo)
     for f in folders:
         click.echo(f"report: {f / 'report.html'}  (also report.md, metrics.csv, fig_*.pdf/.png)")
@@ -403,6 +413,7 @@ def _methods_opt(value):
 @click.option("--variant", default=None)
 @click.option("--data-dir", default=None)
 @click.option("--on-nan", default=None)
+@click.option("--snapshots", default=None, metavar="SPEC", help="keep the weights of these epochs (see alviz train)")
 @click.option("--out", default=None, help="sweep folder [checkpoints/<preset>, else checkpoints/<experiment>-sweep]")
 @click.option("--resume", is_flag=True,
               help="continue the sweep in --out (alone: as stored in its sweep.json); re-running the command also does")

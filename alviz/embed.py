@@ -27,7 +27,7 @@ __all__ = ["stratified_sample", "tsne", "procrustes_align"]
 
 
 def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter: int = 500,
-         pca_dims: int | None = 50, verbose: bool = False) -> np.ndarray:
+         pca_dims: int | None = 50, verbose: bool = False, init=None) -> np.ndarray:
     """2-D t-SNE embedding of the rows of ``Z`` with openTSNE; returns an (N, 2) float array.
 
     Settings: ``openTSNE.TSNE(perplexity, n_iter, initialization="pca", random_state=seed,
@@ -41,6 +41,11 @@ def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter
     Small inputs: t-SNE needs about ``3 * perplexity`` neighbours per point. If
     ``N - 1 < 3 * perplexity`` the perplexity is lowered to ``(N - 1) / 3`` and a
     ``UserWarning`` says so. Fewer than 4 points raise ``ValueError``.
+
+    Initialisation: ``init`` (N, 2), e.g. an earlier embedding of the same points, replaces the PCA
+    initialisation; it is rescaled to a standard deviation of 1e-4 (openTSNE's advice for a given
+    initialisation), so the layout it starts from is kept while the optimisation runs as usual:
+    groups that stay together stay where they were.
 
     Determinism: the same input, ``seed`` and ``n_jobs`` give an identical output.
 
@@ -74,7 +79,13 @@ def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter
 
         k = int(min(pca_dims, n))
         X = PCA(n_components=k, random_state=seed).fit_transform(X)
-    model = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, initialization="pca",
+    start = "pca"
+    if init is not None:
+        start = np.asarray(init, dtype=np.float64)
+        if start.shape != (n, 2) or not np.isfinite(start).all():
+            raise ValueError(f"init must be a finite ({n}, 2) array; got shape {start.shape}.")
+        start = (start - start.mean(axis=0)) / max(float(start[:, 0].std()), 1e-12) * 1e-4
+    model = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, initialization=start,
                  random_state=seed, n_jobs=n_jobs, verbose=verbose)
     emb = model.fit(np.ascontiguousarray(X))
     return np.asarray(emb, dtype=np.float64).copy()

@@ -550,6 +550,77 @@ def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
     return ax
 
 
+# ------------------------------------------------------------------------------ against epoch
+def epoch_axis(ax, epochs: Iterable[int]) -> None:
+    """x axis for epochs: symmetric-log (linear below 1), so epoch 0 (the initialisation), 1 and 2
+    stay apart beside 16 and 20; ticks at ``epochs``, thinned where labels would overlap."""
+    ep = sorted({int(e) for e in epochs})
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.6)
+    ticks: list[int] = []
+    for e in ep:  # labels at least a factor 1.5 apart (0, 1 and 2 always); the last epoch wins
+        if e <= 2 or not ticks or e >= 1.5 * ticks[-1]:
+            ticks.append(e)
+        elif e == ep[-1]:
+            ticks[-1] = e
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    if ep:
+        ax.set_xlim(-0.15, ep[-1] * 1.08 + 0.2)
+    ax.set_xlabel("epoch")
+
+
+def series_by_epoch(series, *, ax=None, err: str | None = "std", markers: bool = True):
+    """Lines against epoch, each with a band of ``err`` (``std``: ±1 sample s.d.; ``ci``: 95 % t-interval; None)
+    over the values given at an epoch (seeds). ``series``: a list of dicts ``{label, values:
+    {epoch: [values]}, color, linestyle, marker}`` (style keys optional). Returns the Axes."""
+    ax = _ax(ax)
+    epochs: set[int] = set()
+    for i, s in enumerate(series):
+        vals = {int(e): [float(v) for v in vs if v is not None and np.isfinite(float(v))]
+                for e, vs in s["values"].items()}
+        xs = sorted(e for e, vs in vals.items() if vs)
+        if not xs:
+            continue
+        epochs |= set(xs)
+        m = np.array([_mean(vals[e]) for e in xs])
+        color = s.get("color") or f"C{i}"
+        ax.plot(xs, m, color=color, linestyle=s.get("linestyle", "-"),
+                marker=s.get("marker", "o") if markers else None, markersize=2.5, linewidth=1.1,
+                label=s.get("label"))
+        if err and any(len(vals[e]) > 1 for e in xs):
+            e_ = np.array([_err(vals[e], err) for e in xs])
+            ax.fill_between(xs, m - e_, m + e_, color=color, alpha=0.18, linewidth=0)
+    epoch_axis(ax, epochs)
+    ax.grid(axis="y", linewidth=0.4, alpha=0.5)
+    return ax
+
+
+def measure_by_epoch(records, measure: str, match: str, *, ax=None, err: str | None = "std",
+                     logy: bool = False, title: str | None = None):
+    """One measure of the layers with manifest key ``match`` (e.g. ``p2``: AL and BP block 2)
+    against epoch: a line per method (mean over seeds) and a band of ±1 s.d. ``records``: tidy
+    per-run rows with ``epoch``, ``method``, ``match``, ``measure`` and ``value``."""
+    rows = [r for r in _records(records) if r.get("measure") == measure and r.get("match") == match
+            and r.get("epoch") is not None and r.get("stat", "value") == "value"]
+    per: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    names: dict[str, str] = {}
+    for r in rows:
+        per[r["method"]][int(r["epoch"])].append(float(r["value"]))
+        names.setdefault(r["method"], r.get("layer", ""))
+    series = []
+    for m in _methods(per):
+        st = method_style(m)
+        series.append({"label": f"{st['label']} {names[m]}", "values": per[m], "color": st["color"],
+                       "linestyle": st["linestyle"], "marker": st["marker"]})
+    ax = series_by_epoch(series, ax=ax, err=err)
+    if logy:
+        _log_y(ax)
+    if title is not None:
+        ax.set_title(title, fontsize="small", pad=2)
+    return ax
+
+
 # ------------------------------------------------------------------------------ study across
 def study(records, *, x: str, measure: str, group: str | None = None, ax=None,
           err: str | None = "std", ylabel: str | None = None, xlabel: str | None = None,

@@ -31,6 +31,7 @@ import torch
 from . import __version__
 from . import checkpoint as ckpt
 from . import locks
+from . import snapshots as snapshot_spec
 from .config import TrainConfig, lr_multiplier, schedule_change
 from .data import Data, augment_batch, load_dataset
 from .errors import UserError
@@ -116,12 +117,39 @@ def add_eval_columns(row: dict, ev: dict, eval_seconds: float) -> None:
     row["eval_seconds"] = eval_seconds
 
 
+def initial_state(cfg: TrainConfig, input_shape, num_classes: int) -> dict[str, torch.Tensor]:
+    """The weights every training loop starts from (`torch.manual_seed(cfg.seed)`, then
+    `create_model`), rebuilt on the CPU without touching the caller's random state."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)
+        return create_model(cfg, tuple(input_shape), int(num_classes)).state_dict()
+
+
+def due_snapshots(cfg: TrainConfig, meta: dict, epoch: int) -> dict:
+    """The snapshots to commit with epoch `epoch`'s checkpoint ({epoch: state_dict, or None for the
+    model's current weights}): this epoch if `cfg.snapshots` keeps it and, with epoch 1, the
+    initialisation (epoch 0), so a crash before the first checkpoint leaves no orphan snapshot."""
+    if not cfg.snapshots:
+        return {}
+    keep = set(snapshot_spec.epochs(cfg.snapshots, cfg.epochs))
+    out: dict = {}
+    if epoch == 1 and 0 in keep:
+        out[0] = initial_state(cfg, meta["input_shape"], meta["num_classes"])
+    if epoch in keep:
+        out[epoch] = None
+    return out
+
+
 def save_epoch(run: Path, model, opt, cfg: TrainConfig, meta: dict, history: list[dict], bar, log,
                test_acc: float, seconds: float, note: str = "") -> None:
-    """Checkpoint the epoch just appended to `history` and report it (progress bar or log line)."""
+    """Checkpoint the epoch just appended to `history`, with the snapshots `cfg.snapshots` keeps
+    (`due_snapshots`), and report it (progress bar or log line). Every training loop (single-process,
+    pipeline, DDP) saves through here."""
     epoch = len(history)
     status = "complete" if epoch == cfg.epochs else "running"
-    ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch, "status": status}, history)
+    ckpt.save_checkpoint(run, model, opt, cfg, {**meta, "epoch": epoch, "status": status}, history,
+                         snapshots=due_snapshots(cfg, meta, epoch))
     if bar is not None:
         bar.set_postfix_str(f"ep {epoch} test {test_acc:.3f}")
     else:

@@ -21,7 +21,7 @@ PAPER_NETS = ["mnist-mlp", "mnist-cnn"] + [f"{d}-{a}" for d in ("cifar10", "cifa
 
 def test_the_expected_presets_exist():
     names = preset_names()
-    expected = PAPER_NETS + [f"{n}-quick" for n in PAPER_NETS] + ["sigmoid-study", "sigmoid-study-quick"]
+    expected = PAPER_NETS + [f"{n}-quick" for n in PAPER_NETS] + ["sigmoid-study", "sigmoid-study-quick", "dynamics"]
     assert sorted(names) == sorted(expected)
 
 

@@ -101,10 +101,10 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, monke
     first, second = tmp_path / "sw" / "depth1" / "al-seed0", tmp_path / "sw" / "depth2" / "al-seed0"
     real_save = ckpt.save_checkpoint
 
-    def save(run_dir, model, opt, cfg, meta, history):  # Ctrl-C as the second run saves its epoch 2
+    def save(run_dir, model, opt, cfg, meta, history, **kw):  # Ctrl-C as the second run saves its epoch 2
         if str(second) == str(run_dir) and meta["epoch"] == 2:
             raise KeyboardInterrupt
-        return real_save(run_dir, model, opt, cfg, meta, history)
+        return real_save(run_dir, model, opt, cfg, meta, history, **kw)
 
     monkeypatch.setattr(ckpt, "save_checkpoint", save)
     with pytest.raises(Interrupted, match="continue with: alviz sweep --resume --out"):

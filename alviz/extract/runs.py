@@ -88,6 +88,23 @@ def _dataset_identity(name: str) -> tuple[str, str | None]:
     return f"npz:{p.resolve()}", sha256_file(p)
 
 
+_LAST_DATA: dict = {}  # the last data set loaded: {key: Data}
+
+
+def _dataset(name: str, data_sha: str | None, data_dir, test_fraction: float, preprocess: dict):
+    """`load_dataset` with the last result kept: the snapshots of a run (and the runs of an
+    experiment) are extracted one after another from the same data, whose loading (mnist5k: about
+    5 s of CPU) would otherwise dominate. Keyed by name, the npz file's sha256, folder, split
+    fraction and preprocessing; one data set is kept at a time."""
+    from ..data import load_dataset
+
+    key = (name, data_sha, str(data_dir), float(test_fraction), json.dumps(preprocess, sort_keys=True))
+    if key not in _LAST_DATA:
+        _LAST_DATA.clear()
+        _LAST_DATA[key] = load_dataset(name, data_dir=data_dir, test_fraction=test_fraction, preprocess=preprocess)
+    return _LAST_DATA[key]
+
+
 def _positive(what: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise UserError(f"{what} must be a positive integer; received {value!r}")
@@ -143,7 +160,7 @@ def _install(tmp: Path, final: Path) -> None:
 
 def _stale_reason(manifest: dict, settings: dict) -> str | None:
     if manifest.get("checkpoint_sha256") != settings["checkpoint_sha256"]:
-        return "stale: the checkpoint changed since it was extracted (model.safetensors sha256 differs)"
+        return "stale: the checkpoint changed since it was extracted (the sha256 of its weights file differs)"
     diff = [k for k in SETTING_KEYS if manifest.get(k) != settings[k]]
     if diff:
         what = ", ".join(f"{k} {manifest.get(k)!r} -> {settings[k]!r}" for k in diff)
@@ -183,8 +200,9 @@ def _existing(final: Path, settings: dict, names: list[str], force: bool,
 
 def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples=None, dtype="float32",
                 pool="gap", batch_size=256, force=False, device="cpu", log=print, data_dir=None,
-                predictions=False) -> Path:
+                predictions=False, epoch=None) -> Path:
     """Extract the hidden layers of a trained run into `RUN/activations/<dataset-slug>-<split>/`
+    (with `epoch`, the weights of that epoch, a snapshot: `.../<dataset-slug>-<split>-epochNNNN/`)
     and return that folder.
 
     `dataset`: None for the run's own, or any registered name / `npz:PATH` (preprocessed with the
@@ -205,7 +223,7 @@ def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples
     with run_lock(run_dir):
         return _extract_run(run_dir, dataset=dataset, split=split, layers=layers, max_samples=max_samples,
                             dtype=dtype, pool=pool, batch_size=batch_size, force=force, device=device, log=log,
-                            data_dir=data_dir, predictions=predictions)
+                            data_dir=data_dir, predictions=predictions, epoch=epoch)
 
 
 @contextmanager
@@ -222,27 +240,28 @@ def run_lock(run_dir):
 
 
 def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, batch_size, force, device, log,
-                 data_dir, predictions=False) -> Path:
+                 data_dir, predictions=False, epoch=None) -> Path:
     _check_args(split, dtype, pool, batch_size, max_samples)
     if isinstance(layers, str):
         layers = parse_layers(layers)
-    from ..checkpoint import load_run, sha256_file
-    from ..data import changed_since_training, load_dataset
+    from ..checkpoint import load_run, sha256_file, weights_file
+    from ..data import changed_since_training
     from ..train import resolve_device
 
     dev = resolve_device(str(device))
-    run = load_run(run_dir, dev)
+    run = load_run(run_dir, dev, epoch=epoch)
+    weights = weights_file(run.path, epoch, run.meta)
     names = [e.name for e in select_layers(run.model, layers)]
     name = dataset or run.config.dataset
     key, data_sha = _dataset_identity(name)
     settings = {
-        "format": FORMAT, "checkpoint_sha256": sha256_file(run.path / "model.safetensors"),
+        "format": FORMAT, "checkpoint_sha256": sha256_file(weights),
         "dataset": key, "data_sha256": data_sha, "split": split,
         "test_fraction": run.config.test_fraction, "max_samples": max_samples,
         "sample_seed": SAMPLE_SEED, "dtype": dtype, "pool": pool,
     }
     root = run.path / ACTIVATIONS_DIR
-    final = root / f"{dataset_slug(name)}-{split}"
+    final = root / (f"{dataset_slug(name)}-{split}" + ("" if epoch is None else f"-epoch{epoch:04d}"))
     refuse_link(root)  # never write (or read) through a link out of the run
     _clean_leftovers(root)
     reuse, why = _existing(final, settings, names, force, predictions)
@@ -252,8 +271,8 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
     if why:
         log(f"{final}: {why}")
 
-    data = load_dataset(name, data_dir=data_dir or run.config.data_dir, test_fraction=run.config.test_fraction,
-                        preprocess=run.meta["preprocess"])
+    data = _dataset(name, data_sha, data_dir or run.config.data_dir, run.config.test_fraction,
+                    run.meta["preprocess"])
     warning = changed_since_training(run.meta, name, data)
     if warning:
         log(warning)
@@ -297,7 +316,7 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
             "dataset_name": name,
             "num_classes": n_cls, "class_names": run.meta.get("class_names"),
             "method": run.config.method, "arch": run.config.arch, "seed": run.config.seed,
-            "epoch": run.meta.get("epoch"), "checkpoint": "model.safetensors",
+            "epoch": run.epoch, "checkpoint": weights.relative_to(run.path).as_posix(),
             "batch_size": batch_size, "device": str(dev), "seconds": round(seconds, 3),
             "alviz_version": __version__, "torch_version": torch.__version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

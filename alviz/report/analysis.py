@@ -14,13 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
+from ..checkpoint import write_text_atomic
 from ..errors import UserError
 from ..extract.runs import run_lock
 from ..metrics import MEASURES
+from . import dynamics as dyn
 from .document import Doc, write_report
 from .figures import experiment_figures
-from .files import locked
-from .measure import RunActivations, aggregate, measure_run, replicates
+from .files import csv_text, locked
+from .measure import RunActivations, aggregate, measure_run
 from .reviewer import reviewer_sections
 from .options import DEFAULT_OUT, DEFAULT_ROOT, TSNE_ITER, TSNE_PCA, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
@@ -59,6 +61,9 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
     # analysis with other settings waits instead of replacing a set this one is reading; the locks are
     # taken in path order, so two analyses never wait for each other
     reps_by_run: dict[str, dict] = {i.name: {} for i in infos}
+    strip = None
+    dyn_rows: list[dict] = []
+    t_dyn = 0.0
     with ExitStack() as held:
         for info in sorted(infos, key=lambda i: str(i.path)):
             held.enter_context(run_lock(info.path))
@@ -66,6 +71,9 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         for info in infos:
             acts[info.name] = RunActivations(info, opts, log)
         t_extract = time.perf_counter() - t
+        dynamic = opts.snapshots and dyn.has_snapshots(infos)
+        if dynamic and opts.tsne:  # a wrong --strip-layer is an error before the long work
+            dyn.strip_layer(infos, {(i.name, None): acts[i.name] for i in infos}, opts.strip_layer)
         # t-SNE panels (openTSNE releases the GIL) run in worker threads beside the measures, on
         # half the cores; when the measures are done this thread takes the remaining panels too
         t = time.perf_counter()
@@ -74,23 +82,37 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         if job is not None and job.todo:
             n_workers = 1 if opts.tsne_jobs != 1 else max(1, min(cores() // 2, len(job.todo)))
         workers = [threading.Thread(target=job.work, daemon=True) for _ in range(n_workers)]
-        with blas_share(bool(workers)):
+        with blas_share(bool(workers) or (dynamic and opts.tsne)):
             for w in workers:
                 w.start()
             try:
                 for info in infos:
                     rows += measure_run(info, acts[info.name], opts, cache, log, reps_by_run[info.name])
                 t_metrics = time.perf_counter() - t
+                if dynamic:  # every snapshot: extracted and measured here while t-SNE panels run beside
+                    td = time.perf_counter()
+                    dyn_rows, dyn_acts = dyn.measure_snapshots(infos, acts, rows, opts, cache, log)
+                    t_dyn = time.perf_counter() - td
+                    if opts.tsne:
+                        layer = dyn.strip_layer(infos, dyn_acts, opts.strip_layer)
+                        strip = dyn.StripJob(infos, dyn_acts, layer, opts, cache, log) if layer else None
+                        if strip is not None and strip.todo and opts.tsne_jobs == 1 and cores() >= 2:
+                            workers.append(threading.Thread(target=strip.work, daemon=True))
+                            workers[-1].start()
                 if job is not None and opts.tsne_jobs == 1:
                     job.work()
+                if strip is not None:
+                    strip.work()
             except BaseException:
-                if job is not None:
-                    job.cancel()  # the workers stop after their current panel
+                for j in (job, strip):
+                    if j is not None:
+                        j.cancel()  # the workers stop after their current panel
                 raise
             finally:
                 for w in workers:
                     w.join()
         tsne_data = job.result() if job is not None else None
+        strip_data = strip.result() if strip is not None else None
         t_tsne = time.perf_counter() - t
         t = time.perf_counter()
         review = reviewer_sections(infos, acts, rows, reps_by_run, opts, folder, log)
@@ -107,6 +129,13 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
     figs = experiment_figures(whole, infos, tsne_data, class_names, folder, log)
     figs.update(review["figures"](summary, class_names))
     review["class_names"][0] = class_names
+    dyn_summary, curves, dyn_figs = [], [], {}
+    if dynamic:
+        dyn_summary = aggregate(dyn_rows)
+        curves = dyn.exit_curves(infos, opts, log)
+        n_seeds = max(sum(1 for i in infos if i.method == m) for m in {i.method for i in infos})
+        dyn_figs = dyn.dynamics_figures(dyn_rows, curves, strip_data, class_names, folder, n_seeds, log)
+        write_text_atomic(folder / "dynamics.csv", csv_text(dyn_rows + dyn_summary, dyn.DYNAMICS_COLUMNS))
     t_figs = time.perf_counter() - t
     colors = plots.class_colors(n_classes)
 
@@ -153,6 +182,22 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         thumbs = thumbnails(infos[0], tsne_data["ids"], log)
         doc.h("Interactive t-SNE")
         doc.raw_html(*viewer_block(viewer_payload(tsne_data, class_names, colors, thumbs)))
+    if dynamic:
+        epochs = sorted({r["epoch"] for r in dyn_rows})
+        kept = "; ".join(f"{i.name}: {', '.join(map(str, dyn.snapshot_epochs(i)))}" for i in infos)
+        doc.h("Training dynamics")
+        doc.p(f"Snapshots (epoch 0: the initialisation) measured like the final checkpoints, on the same "
+              f"held-out samples: {kept}. Mean ± sample s.d. over seeds; per-seed values in dynamics.csv.")
+        for meas in ("ratio", "probe_acc"):
+            doc.p(f"{meas}: {dyn.MEASURE_NAMES.get(meas, meas)} by epoch.")
+            doc.table(*dyn.epoch_table(dyn_summary, meas, epochs))
+        for stem in ("fig_dynamics", "fig_dynamics_exits", "fig_dynamics_measures", "fig_dynamics_tsne"):
+            if stem in dyn_figs:
+                doc.fig(stem, dyn_figs[stem]["png"], dyn_figs[stem]["caption"])
+        if strip_data is not None:
+            thumbs_s = thumbnails(infos[0], strip_data["ids"], log)
+            doc.h("Interactive t-SNE across epochs")
+            doc.raw_html(*dyn.strip_viewer_block(dyn.strip_viewer_payload(strip_data, class_names, colors, thumbs_s)))
     doc.h("Measures")
     doc.table(*measure_defs())
     doc.p(f"Settings: held-out samples {opts.max_samples or 'all'}; training samples for k-NN/probe "
@@ -178,17 +223,26 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
                   "config": i.config} for i in infos],
         "accuracy": acc,
         "rows": rows, "summary": summary, **review["payload"],
-        "figures": {k: v["caption"] for k, v in figs.items()},
+        "figures": {k: v["caption"] for k, v in {**figs, **dyn_figs}.items()},
+        "dynamics": None if not dynamic else {
+            "snapshots": {i.name: dyn.snapshot_epochs(i) for i in infos}, "rows": dyn_rows, "summary": dyn_summary,
+            "exit_accuracy": curves,
+            "strip": None if strip_data is None else {
+                "layer": strip_data["layer"], "n": strip_data["n"], "epochs": strip_data["cols"],
+                "runs": strip_data["runs"], "perplexity": strip_data["perplexity"]}},
         "tsne": None if tsne_data is None else {
             "n": tsne_data["n"], "perplexity": tsne_data["perplexity"], "ids": tsne_data["ids"].tolist(),
             "runs": tsne_data["runs"], "reference": [tsne_data["reference"][0], tsne_data["reference"][1]]},
         "timing_s": {"extract": round(t_extract, 2), "measures": round(t_metrics, 2),
+                     "snapshots_extract_and_measures": round(t_dyn, 2),
                      "measures_and_tsne": round(t_tsne, 2), "reviewer": round(t_review, 2),
                      "figures": round(t_figs, 2)},
     }
     write_report(folder, doc, rows_all, payload)
-    log(f"{name}: extract {t_extract:.1f}s, measures {t_metrics:.1f}s, measures and t-SNE "
-        f"{t_tsne:.1f}s, similarity/per-class/AL diagnostics {t_review:.1f}s, figures {t_figs:.1f}s")
+    log(f"{name}: extract {t_extract:.1f}s, measures {t_metrics:.1f}s, "
+        + (f"snapshots {t_dyn:.1f}s, " if dynamic else "")
+        + f"measures and t-SNE {t_tsne:.1f}s, similarity/per-class/AL diagnostics {t_review:.1f}s, "
+          f"figures {t_figs:.1f}s")
     return ExperimentResult(name, folder, infos, whole, summary, cfg, time.perf_counter() - t0)
 
 

@@ -28,15 +28,15 @@ from .runs import RunInfo
 
 
 class RunActivations:
-    """Test and train activation sets of one run."""
+    """Test and train activation sets of one run (with `epoch`: of its snapshot of that epoch)."""
 
-    def __init__(self, info: RunInfo, opts: Options, log):
+    def __init__(self, info: RunInfo, opts: Options, log, epoch: int | None = None):
         from ..extract import extract_run, load_activations
 
         t_dir = extract_run(info.path, split="test", max_samples=opts.max_samples, device=opts.device,
-                            log=log, predictions=True)
+                            log=log, predictions=True, epoch=epoch)
         cap = opts.train_samples if opts.max_samples is None else min(opts.train_samples, opts.max_samples)
-        r_dir = extract_run(info.path, split="train", max_samples=cap, device=opts.device, log=log)
+        r_dir = extract_run(info.path, split="train", max_samples=cap, device=opts.device, log=log, epoch=epoch)
         self.test = load_activations(t_dir)
         self.train = load_activations(r_dir)
         for split, sets in (("test", self.test), ("train", self.train)):
@@ -114,15 +114,19 @@ def read_cache(path: Path) -> dict | None:
 
 
 def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path, log,
-                reps_out: dict | None = None) -> list[dict]:
+                reps_out: dict | None = None, epoch: int | None = None) -> list[dict]:
     """Tidy rows of one run, from the cache where the inputs match: per layer every measure (stat
     "value", with "boot_low"/"boot_high" and, for accuracies, "cp_low"/"cp_high"), per-class
     values (column ``class``), the probe's confusion matrix (measure "confusion_probe", class = the
     true class, stat "pred=<j>", value = count); for the run (layer "output"): the model's own
     accuracy ("model_acc") overall and per class and its confusion matrix ("confusion_model").
-    ``reps_out``, when given, receives the bootstrap replicates: ``{(layer, measure): (B,)}``."""
+    ``reps_out``, when given, receives the bootstrap replicates: ``{(layer, measure): (B,)}``.
+    With `epoch` (activations of a snapshot), every row also holds "epoch" and the cache has a
+    folder per epoch (so measuring one snapshot never prunes another's entries)."""
     rows = []
     cache = cache / "metrics" / slug(info.name)
+    if epoch is not None:
+        cache = cache / f"epoch{epoch:04d}"
     cache.mkdir(parents=True, exist_ok=True)
     settings = {"v": CACHE_VERSION, "seed": opts.seed, "train": opts.train_samples, "boot": opts.boot,
                 "measures": sorted(MEASURES)}
@@ -179,8 +183,10 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
         if data.get("probe_pred") is not None:
             rows += _confusion_rows(base, "confusion_probe", data["classes"], labels, data["probe_pred"])
     rows += model_rows(info, acts, W, reps_out)
+    if epoch is not None:
+        rows = [{**r, "epoch": epoch} for r in rows]
     n = len(acts.test.manifest["layers"])
-    log(f"{info.name}: {n} layers measured on {len(labels)} held-out samples "
+    log(f"{info.name}{'' if epoch is None else f' epoch {epoch}'}: {n} layers measured on {len(labels)} held-out samples "
         f"({hits} from cache) in {time.perf_counter() - t0:.1f}s")
     return rows
 
@@ -208,7 +214,7 @@ def model_rows(info: RunInfo, acts: RunActivations, W: np.ndarray, reps_out: dic
 
 
 def aggregate(rows: list[dict], confidence: float = 0.95) -> list[dict]:
-    """Summary rows over seeds: per (experiment, method, layer, measure, class) the stats mean,
+    """Summary rows over seeds: per (experiment, method, layer, measure, class[, epoch]) the stats mean,
     std, n, ci_low, ci_high (``alviz.metrics.summarize``: seed-to-seed variation only) and, where
     the runs carry bootstrap intervals, boot_low / boot_high combining both sources
     (``alviz.uncertainty.combine_seeds``); run = the method, seed = "all". Confusion counts are
@@ -217,7 +223,7 @@ def aggregate(rows: list[dict], confidence: float = 0.95) -> list[dict]:
     boots: dict[tuple, dict] = defaultdict(dict)
     first: dict[tuple, dict] = {}
     for r in rows:
-        k = (r.get("experiment"), r["method"], r["layer"], r["measure"], r.get("class"))
+        k = (r.get("experiment"), r["method"], r["layer"], r["measure"], r.get("class"), r.get("epoch"))
         if r["measure"].startswith("confusion_"):
             continue
         if r.get("stat", "value") == "value":

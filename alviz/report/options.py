@@ -48,7 +48,9 @@ class Options:
     ``perplexity``, ``tsne_jobs`` threads; ``seed`` seeds every sample and t-SNE;
     ``device`` runs the extraction; ``boot`` bootstrap replicates per measure and layer (0: no
     intervals; the paired verdicts then say "no detectable difference"); ``similarity``: the
-    layer-to-layer CKA / Procrustes / k-NN overlap section (and its noise floor across seeds)."""
+    layer-to-layer CKA / Procrustes / k-NN overlap section (and its noise floor across seeds);
+    ``snapshots``: measure the snapshots of runs that keep them (``alviz.report.dynamics``),
+    ``strip_layer`` (None: the deepest encoder block) is the layer of the t-SNE strip across epochs."""
 
     max_samples: int | None = None
     train_samples: int = 5000
@@ -60,6 +62,8 @@ class Options:
     seed: int = 0
     boot: int = 200
     similarity: bool = True
+    snapshots: bool = True  # runs with snapshots: measure every snapshot too (training dynamics)
+    strip_layer: str | None = None  # the layer of the t-SNE strip across epochs [deepest shared encoder block]
 
     def validate(self) -> "Options":
         for name in ("train_samples", "tsne_samples", "tsne_jobs"):

@@ -1,6 +1,9 @@
 (function(){
-var el=document.getElementById('alviz-tsne');if(!el)return;
-var D=JSON.parse(el.textContent),N=D.labels.length,root=document.getElementById('tv');
+// one viewer per data element: the t-SNE grid (#alviz-tsne into #tv) and the t-SNE strip across
+// epochs (#alviz-tsne-strip into #tv-strip) each get their own panels, legend and hover; the script
+// may be inlined after each of them: a viewer already drawn is left alone
+function viewer(el,root){
+var D=JSON.parse(el.textContent),N=D.labels.length;
 var hidden={},hover=-1,views=[],thumbs=null,pending=false;
 if(D.thumb){var b=atob(D.thumb.b64);thumbs=new Uint8Array(b.length);for(var i=0;i<b.length;i++)thumbs[i]=b.charCodeAt(i);}
 var legend=document.createElement('div');legend.className='legend';
@@ -13,7 +16,7 @@ var grid=document.createElement('div');grid.className='grid';
 grid.style.gridTemplateColumns='1.4em repeat('+D.cols.length+',minmax(0,1fr))';root.appendChild(grid);
 var tip=document.createElement('div');tip.className='tip';root.appendChild(tip);
 grid.appendChild(document.createElement('div'));
-D.cols.forEach(function(c){var t=document.createElement('div');t.className='ttl';t.textContent='position '+c;grid.appendChild(t);});
+D.cols.forEach(function(c){var t=document.createElement('div');t.className='ttl';t.textContent=(D.colLabel||'position')+' '+c;grid.appendChild(t);});
 D.rows.forEach(function(r,ri){
  var rn=document.createElement('div');rn.className='rowname';rn.textContent=r;grid.appendChild(rn);
  D.cols.forEach(function(c,ci){
@@ -62,4 +65,8 @@ function attach(v){var drag=null;
  v.cv.addEventListener('pointerleave',function(){if(hover>=0){hover=-1;redraw();}tip.style.display='none';});
  v.cv.addEventListener('dblclick',function(){v.z=1;v.cx=v.home[0];v.cy=v.home[1];redraw();});}
 window.addEventListener('resize',redraw);redraw();
+}
+[['alviz-tsne','tv'],['alviz-tsne-strip','tv-strip']].forEach(function(p){
+ var el=document.getElementById(p[0]),r=document.getElementById(p[1]);
+ if(el&&r&&!r.getAttribute('data-ready')){r.setAttribute('data-ready','1');viewer(el,r);}});
 })();
