@@ -69,6 +69,9 @@ def lr_multiplier(cfg: TrainConfig, epoch: int) -> float:
     """The step schedule as a pure function of the epoch (so resuming needs no scheduler state)."""
     if cfg.schedule == "none":
         return 1.0
+    if cfg.schedule == "cosine":  # from 1 to gamma, half a cosine over the epochs (SCPL's reference)
+        q = 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        return q + cfg.gamma * (1.0 - q)
     passed = sum(1 for m in cfg.milestones if epoch >= int(round(m * cfg.epochs)))
     return cfg.gamma ** passed
 
@@ -175,6 +178,8 @@ def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.opti
     call per operation for all tensors instead of one per tensor (an AL MLP, with its bridges and
     decoders, has dozens). CPU fused Adam is faster still but rounds differently."""
     kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if getattr(cfg, "optimizer", "adam") == "sgd":  # SGD with momentum (DGL's reference code)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
