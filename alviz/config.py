@@ -23,7 +23,7 @@ ACTIVATIONS = ("relu", "elu", "sigmoid", "tanh")
 VARIANTS = ("paper", "iclr2022")
 SCHEDULES = ("none", "step", "cosine")
 OPTIMIZERS = ("adam", "sgd")
-AUX_TYPES = ("mlp-sr", "mlp", "cnn")  # DGL auxiliary classifiers (models/dgl.py)
+AUX_TYPES = ("mlp-sr", "mlp", "cnn", "linear")  # DGL auxiliary classifiers (models/dgl.py)
 HEAD_ACTS = ("sigmoid", "tanh", "encoder")
 ON_NAN = ("stop", "continue")
 

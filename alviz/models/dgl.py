@@ -18,7 +18,10 @@ The auxiliary classifiers follow the reference's `auxillary_classifier2` (`aux_t
     cnn                               2 x [Conv3x3 (no bias), BN, ReLU], AdaptiveAvgPool2d(2), BN,
                                       Flatten, Linear(4C -> classes)
 
-and the last component's classifier is, whatever `aux_type`, the reference's final one:
+    linear                            [AdaptiveAvgPool2d(2)], Flatten, Linear(-> classes): the local-loss
+                                      repository's 'pred' loss (Nokland & Eidnes 2019), for its presets
+
+and the last component's classifier is, whatever `aux_type` (but linear), the reference's final one:
 AdaptiveAvgPool2d(ceil(H/4)), AdaptiveAvgPool2d(2), Flatten, 2 x [Linear(4C -> 4C), BN, ReLU],
 Linear(4C -> classes). On a vector s (the MLP backbone) there is no map to pool: a 1x1 or 3x3
 convolution of a 1x1 map is a Linear(D -> D), the pools are left out and the MLP is D wide
@@ -37,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-AUX_TYPES = ("mlp-sr", "mlp", "cnn")
+AUX_TYPES = ("mlp-sr", "mlp", "cnn", "linear")
 _AUX = {"mlp-sr": (3, 3, False), "mlp": (0, 3, False), "cnn": (2, 0, True)}  # n_lin, mlp_layers, cnn
 _LAST = (0, 2, False)
 
@@ -68,9 +71,14 @@ def _reduce_vec(d: int, n_lin: int, mlp: bool) -> nn.Sequential:
 class AuxClassifier(nn.Sequential):
     """a_i: `reduce`, `mlp1`..`mlp{m}`, `out` (see the module docstring)."""
 
-    def __init__(self, in_shape: tuple, num_classes: int, n_lin: int, mlp_layers: int, cnn: bool):
+    def __init__(self, in_shape: tuple, num_classes: int, n_lin: int = 0, mlp_layers: int = 0, cnn: bool = False,
+                 linear: bool = False):
         mlp = mlp_layers > 0
-        if len(in_shape) == 3:
+        if linear:  # the local-loss repository's 'pred' decoder: one linear map of the (pooled) output
+            conv = len(in_shape) == 3
+            reduce = nn.Sequential(*([nn.AdaptiveAvgPool2d(2)] if conv else []), nn.Flatten())
+            d = 4 * in_shape[0] if conv else math.prod(in_shape)
+        elif len(in_shape) == 3:
             c, h, _ = in_shape
             reduce, d = _reduce_conv(c, h, n_lin, cnn, mlp), 4 * c
         else:
@@ -94,6 +102,7 @@ class DGLModel(nn.Module):
         self.aux_type = aux_type
         self.blocks = nn.ModuleList(blocks)
         self.aux = nn.ModuleList(
+            AuxClassifier(tuple(s), num_classes, linear=True) if aux_type == "linear" else
             AuxClassifier(tuple(s), num_classes, *(_LAST if i == L - 1 else _AUX[aux_type]))
             for i, s in enumerate(feat_shapes))
 
