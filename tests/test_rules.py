@@ -250,3 +250,25 @@ def test_each_rule_learns_on_blobs(tmp_path, blobs_cfg, method):
     assert r.test_acc > 0.8, f"{method}: {r.test_acc}"  # 5 separated blobs: chance is 0.2
     if method != "scpl":
         assert r.exits is not None and len(r.exits) == 2
+
+
+def test_exit_figure_draws_every_rule_with_exits():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from alviz import plots as P
+
+    def hist(acc, exits=None):
+        row = {"epoch": 1, "test_acc": acc}
+        row.update({f"test_acc_exit{k + 1}": v for k, v in enumerate(exits or [])})
+        return [row]
+
+    hs = [{"method": "al", "seed": 0, "history": hist(0.9, [0.8, 0.9])},
+          {"method": "dgl", "seed": 0, "history": hist(0.95, [0.93, 0.95])},
+          {"method": "scpl", "seed": 0, "history": hist(0.94), "depth": 2},
+          {"method": "bp", "seed": 0, "history": hist(0.92), "depth": 2}]
+    ax = P.exit_accuracy(hs)
+    labels = [c.get_label() for c in ax.containers]
+    assert labels == ["AL, exit at depth k", "DGL, exit at depth k", "BP (full depth)", "SCPL (full depth)"]
+    dgl = ax.containers[1].lines[0]
+    assert list(dgl.get_ydata()) == [0.93, 0.95]
