@@ -272,3 +272,39 @@ def test_exit_figure_draws_every_rule_with_exits():
     assert labels == ["AL, exit at depth k", "DGL, exit at depth k", "BP (full depth)", "SCPL (full depth)"]
     dgl = ax.containers[1].lines[0]
     assert list(dgl.get_ydata()) == [0.93, 0.95]
+
+
+# --------------------------------------------------------------------------- layer map
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_layer_map_aligns_block_k_of_every_rule(arch):
+    from alviz.extract import capture, layer_catalogue
+
+    shape = (20,) if arch == "mlp" else (1, 12, 12)
+    x = torch.randn(5, *shape)
+    maps = {}
+    for method in ["al", "bp", *RULES]:
+        torch.manual_seed(0)
+        m = create_model(TrainConfig(method=method, arch=arch, depth=3, width=8), shape, 4).eval()
+        cat = layer_catalogue(m)
+        maps[method] = {e.name: e for e in cat}
+        blocks = [e for e in cat if e.role == "encoder"]
+        assert [(e.name, e.position, e.match, e.on_path) for e in blocks] == \
+            [(f"block{k}", k, f"p{k}", True) for k in (1, 2, 3)]
+        with capture(m) as acts:  # one forward fills every layer, off-path heads included
+            out = m(x)
+        assert set(acts) == set(maps[method])
+        s = x
+        for k in (1, 2, 3):
+            s = m.blocks[k - 1](s)
+            torch.testing.assert_close(acts[f"block{k}"], s)
+            if method == "scpl":
+                torch.testing.assert_close(acts[f"proj{k}"], m.projections[k - 1](s))
+            if method == "dgl" and k < 3:
+                torch.testing.assert_close(acts[f"exit{k}"], m.exits(x)[k - 1])
+        last = max(cat, key=lambda e: e.position)
+        torch.testing.assert_close(acts[last.name], out)  # the last layer of the path gives the scores
+    assert maps["al-e2e"].keys() == maps["al"].keys()
+    assert {maps["scpl"]["proj2"].match, maps["dgl"]["exit2"].match, maps["al"]["bridge2"].match} == {"p2.5"}
+    assert maps["scpl"]["proj3"].on_path is False and maps["scpl"]["head1"].position == 4
+    assert [n for n in maps["dgl"] if n.startswith("head")] == ["head1", "head2", "head3"]  # mlp1, mlp2, out
