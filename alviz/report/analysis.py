@@ -22,7 +22,7 @@ from .measure import RunActivations, aggregate, measure_run
 from .options import DEFAULT_OUT, DEFAULT_ROOT, TSNE_ITER, TSNE_PCA, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
 from .study import ExperimentResult, study_groups, write_study
-from .tables import accuracy_summary, fmt, fmt_pm, layer_table, measure_defs, run_table
+from .tables import accuracy_summary, fmt, fmt_pm, layer_table, measure_defs, published_table, run_table
 from .tsne import TsneJob, blas_share, cores
 from .viewer import thumbnails, viewer_block, viewer_payload
 
@@ -109,13 +109,20 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         doc.table(["method", "test accuracy (mean ± s.d.)", "n", "95 % CI"],
                   [[a["method"].upper(), fmt_pm(a["mean"], a["std"]), str(a["n"]),
                     f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}]" if a["n"] > 1 else "–"] for a in acc])
+    pub = published_table(infos, acc)
+    if pub:
+        doc.p("Published accuracies for the settings of this experiment's preset (alviz/published.py; "
+              "the preset's file lists where alviz's set-up differs from the source's).")
+        doc.table(*pub)
     doc.h("Separability by layer")
     doc.p("Mean ± sample s.d. over seeds (one value per run when a method has one seed). At each "
-          "position the better of AL and BP is in bold (direction per measure: see Measures). "
-          "pos.: position along the inference path; exit: AL's early-exit bridges (off the path). "
+          "position the best of the methods is in bold (direction per measure: see Measures). "
+          "pos.: position along the inference path; exit: heads off the path (AL's early-exit bridges, "
+          "SCPL's projections, DGL's auxiliary classifiers). "
           "Per-seed values, standard deviations and 95 % confidence intervals are in metrics.csv.",
-          md="Mean ± sample s.d. over seeds. At each position the better of AL and BP is in **bold**. "
-             "pos.: position along the inference path; exit: AL's early-exit bridges (off the path). "
+          md="Mean ± sample s.d. over seeds. At each position the best of the methods is in **bold**. "
+             "pos.: position along the inference path; exit: heads off the path (AL's early-exit bridges, "
+             "SCPL's projections, DGL's auxiliary classifiers). "
              "Per-seed values, standard deviations and 95 % confidence intervals: `metrics.csv`.")
     doc.table(*layer_table(rows, summary))
     doc.h("Figures")
