@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from .config import METHODS
 from .errors import UserError
 from .safeio import describe
 
@@ -47,7 +48,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--method", type=click.Choice(["al", "bp", "both"]), default="both", show_default=True)
+@click.option("--method", type=click.Choice([*METHODS, "both"]), default="both", show_default=True,
+              help="al, matched bp, al-e2e (AL's losses end to end), scpl, dgl; both: al and bp")
 @click.option("--arch", default=None, help="mlp, cnn, vgg, resnet20, resnet32 [mlp]")
 @click.option("--dataset", default=None, help="mnist5k, digits, blobs, mnist, fashion-mnist, cifar10, cifar100, npz:PATH [mnist5k]")
 @click.option("--activation", default=None, help="relu, elu, sigmoid, tanh [relu]")
@@ -73,7 +75,8 @@ def cli():
 @click.option("--force", is_flag=True, help="replace existing runs in the experiment folder")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-@click.option("--pipeline", is_flag=True, help="AL: one group of components per torchrun rank (docs/PARALLEL.md)")
+@click.option("--pipeline", is_flag=True, help="local rules (al, scpl, dgl): one group of components per torchrun "
+              "rank (docs/PARALLEL.md)")
 @click.option("--ddp", is_flag=True, help="data parallel over torchrun ranks (DistributedDataParallel), AL or BP")
 @click.option("--micro-batches", type=int, default=1, show_default=True, help="--pipeline: micro-batches per batch")
 def train(method, config_file, preset, out, resume, force, seeds, threads, quiet, pipeline, ddp, micro_batches,
@@ -360,26 +363,40 @@ def _train_spec(spec, overrides, methods, seeds, out, *, resume, force, threads,
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print the list as JSON")
-def presets(name, as_json):
+@click.option("--published", is_flag=True, help="list the registry of published accuracies (alviz/published.py)")
+def presets(name, as_json, published):
     """List the presets (`alviz train --preset NAME`), or print preset NAME's YAML file.
 
     `alviz presets NAME > my.yaml` gives a config to edit and run with `alviz train --config my.yaml`.
+    A preset trained with a published recipe's settings is listed with the published numbers.
     """
     from .presets import list_presets, preset_text
+    from .published import PUBLISHED, describe, for_preset
 
+    if published:
+        if as_json:
+            click.echo(json.dumps([p.to_dict() for p in PUBLISHED], indent=1))
+            return
+        for p in PUBLISHED:
+            click.echo(f"{', '.join(p.presets) or '(no preset)'}: {describe(p)}")
+        return
     if name:
         click.echo(preset_text(name), nl=False)
         return
     infos = list_presets()
     if as_json:
-        click.echo(json.dumps([vars(i) for i in infos], indent=1))
+        click.echo(json.dumps([{**vars(i), "published": [p.to_dict() for p in for_preset(i.name)]} for i in infos],
+                              indent=1))
         return
     width = max([len(i.name) for i in infos] + [4])
     click.echo(f"{'name':<{width}}  quick  sweep  description")
     for i in infos:
         click.echo(f"{i.name:<{width}}  {'yes' if i.quick else '-':<5}  {'yes' if i.sweep else '-':<5}  {i.description}")
+        for p in for_preset(i.name):
+            click.echo(f"{'':<{width}}  published: {describe(p)}")
     click.echo("quick: a reduced CPU variant, labelled quick in every run and report; sweep: trains a grid of "
-               "experiments into one folder. `alviz presets NAME` prints a preset's file.")
+               "experiments into one folder. `alviz presets NAME` prints a preset's file; `alviz presets "
+               "--published` lists the published accuracies with their sources.")
 
 
 def _methods_opt(value):
@@ -395,7 +412,7 @@ def _methods_opt(value):
 @cli.command()
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
               help="sweep a TrainConfig key over values (repeatable; cells = the product)")
-@click.option("--methods", default=None, help="al,bp or one of them [the sweep section's, else al,bp]")
+@click.option("--methods", default=None, help="comma list of al, bp, al-e2e, scpl, dgl [the sweep section's, else al,bp]")
 @click.option("--seeds", default=None, help="e.g. 0,1,2 [the sweep section's, else the config's seed]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML config (may hold a sweep section); flags override it")

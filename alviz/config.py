@@ -21,11 +21,13 @@ from .errors import UserError, choice_error
 from .safeio import describe, read_yaml
 from .schema import MAX_SEED
 
-METHODS = ("al", "bp")
+METHODS = ("al", "bp", "al-e2e", "scpl", "dgl")  # models/__init__.py builds each
 ARCHS = ("mlp", "cnn", "vgg", "resnet20", "resnet32")
 ACTIVATIONS = ("relu", "elu", "sigmoid", "tanh")
 VARIANTS = ("paper", "iclr2022")
-SCHEDULES = ("none", "step")
+SCHEDULES = ("none", "step", "cosine")
+OPTIMIZERS = ("adam", "sgd")
+AUX_TYPES = ("mlp-sr", "mlp", "cnn", "linear")  # DGL auxiliary classifiers (models/dgl.py)
 HEAD_ACTS = ("sigmoid", "tanh", "encoder")
 ON_NAN = ("stop", "continue")
 
@@ -44,10 +46,14 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     lr_gh_factor: float = 2.0  # AL: label-path (g/h) learning rate = lr * this
-    schedule: str = "step"  # "step": lr x gamma at each milestone fraction of training; or "none"
+    schedule: str = "step"  # "step": lr x gamma at each milestone fraction of training; "cosine"; or "none"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
-    gamma: float = 0.1
+    gamma: float = 0.1  # step: the factor at each milestone; cosine: the final lr / lr
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # "adam", or "sgd" (with `momentum`; DGL's reference code)
+    momentum: float = 0.9  # sgd only
+    temperature: float = 0.1  # SCPL: temperature of the contrastive loss
+    aux_type: str = "mlp-sr"  # DGL: auxiliary classifier, as in the reference's auxiliary-net study
     variant: str = "paper"  # AL variant: "paper" (sigmoid, MSE) or "iclr2022" (tanh, CE first AE)
     head_act: str = "sigmoid"  # BP head activation: like AL's inference path, or "encoder"
     bridge_pool: int = 0  # 0: bridges flatten conv maps (authors); k: adaptive-avg-pool to k x k first
@@ -76,6 +82,12 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("head_act", self.head_act, HEAD_ACTS)
         _check_choice("on_nan", self.on_nan, ON_NAN)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("aux_type", self.aux_type, AUX_TYPES)
+        if not (self.temperature > 0 and self.temperature < float("inf")):
+            raise UserError(f"temperature must be a positive number; received {self.temperature}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise UserError(f"momentum must be in [0, 1); received {self.momentum}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer; received {getattr(self, name)}")
@@ -131,6 +143,9 @@ def lr_multiplier(cfg: "TrainConfig", epoch: int) -> float:
     """The step schedule as a pure function of the epoch (so resuming needs no scheduler state)."""
     if cfg.schedule == "none":
         return 1.0
+    if cfg.schedule == "cosine":  # from 1 to gamma, half a cosine over the epochs (SCPL's reference)
+        q = 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        return q + cfg.gamma * (1.0 - q)
     passed = sum(1 for m in cfg.milestones if epoch >= int(round(m * cfg.epochs)))
     return cfg.gamma ** passed
 

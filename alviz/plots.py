@@ -56,7 +56,12 @@ PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
 METHOD_STYLE = {
     "al": {"color": "#0173b2", "marker": "o", "linestyle": "-", "label": "AL"},
     "bp": {"color": "#d55e00", "marker": "s", "linestyle": "--", "label": "BP"},
+    "al-e2e": {"color": "#56b4e9", "marker": "D", "linestyle": "-.", "label": "AL-E2E"},
+    "scpl": {"color": "#029e73", "marker": "^", "linestyle": "-", "label": "SCPL"},
+    "dgl": {"color": "#cc78bc", "marker": "v", "linestyle": "-", "label": "DGL"},
 }
+#: The order methods are listed and stacked in (others after, alphabetically).
+METHOD_ORDER = {m: i for i, m in enumerate(METHOD_STYLE)}
 
 #: Axis labels of the measures of ``alviz.metrics.MEASURES`` (plus accuracies).
 MEASURE_LABELS = {
@@ -146,8 +151,7 @@ def _mean(values) -> float:
 
 
 def _methods(keys: Iterable[str]) -> list[str]:
-    order = {"al": 0, "bp": 1}
-    return sorted(set(keys), key=lambda m: (order.get(m, 2), m))
+    return sorted(set(keys), key=lambda m: (METHOD_ORDER.get(m, len(METHOD_ORDER)), m))
 
 
 def _legend_above(ax, **kw) -> None:
@@ -169,13 +173,13 @@ def _layer_ticks(ax, names_at: dict[float, dict[str, str]], boundary: float | No
     """x ticks at depths; a tick label stacks the layer names of the methods when they differ
     (AL's first). ``compact`` (default: more than 6 positions) joins them with "/" on one
     rotated line instead, for narrow panels and deep models."""
-    order = {"al": 0, "bp": 1}
+    order = METHOD_ORDER
     xs = sorted(names_at)
     if compact is None:
         compact = len(xs) > 6
     labels = []
     for x in xs:
-        names = [n for m, n in sorted(names_at[x].items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))]
+        names = [n for m, n in sorted(names_at[x].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))]
         uniq = list(dict.fromkeys(names))
         labels.append(("/" if compact else "\n").join(uniq))
     ax.set_xticks(xs)
@@ -503,43 +507,44 @@ def al_losses(histories, *, ax=None, logy: bool = True):
 
 
 def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
-    """AL's test accuracy at each exit depth k = 1..L (last epoch, mean over seeds, error
-    bars ``err``), with BP's final test accuracy (one exit, at depth L) beside it and as a
-    dashed reference line. Returns the Axes."""
+    """Test accuracy at each exit depth k = 1..L (last epoch, mean over seeds, error bars ``err``)
+    for every method with early exits (``test_acc_exit{k}`` columns: AL, al-e2e, DGL), and the
+    final test accuracy of every method without them (BP, SCPL: one exit, at depth L) beside it
+    and as a dotted reference line. Returns the Axes."""
     hs = _histories(histories)
     ax = _ax(ax)
-    per_k = defaultdict(list)
-    bp_final = []
+    per_k: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    final: dict[str, list] = defaultdict(list)
     depth = 0
     for h in hs:
         if not h["history"]:
             continue
         last = h["history"][-1]
-        if h["method"] == "al":
-            for key, v in last.items():
-                if key.startswith("test_acc_exit") and v not in (None, ""):
-                    k = int(key[len("test_acc_exit"):])
-                    per_k[k].append(float(v))
-                    depth = max(depth, k)
+        exits = {int(k[len("test_acc_exit"):]): float(v) for k, v in last.items()
+                 if k.startswith("test_acc_exit") and v not in (None, "")}
+        if exits:
+            for k, v in exits.items():
+                per_k[h["method"]][k].append(v)
+            depth = max(depth, max(exits))
         elif last.get("test_acc") not in (None, ""):
-            bp_final.append(float(last["test_acc"]))
+            final[h["method"]].append(float(last["test_acc"]))
             depth = max(depth, int(h.get("depth") or 0))
-    if not per_k and not bp_final:
-        raise ValueError("exit_accuracy: no AL exit accuracies (test_acc_exit{k}) or BP accuracy")
-    if per_k:
-        st = method_style("al")
-        ks = sorted(per_k)
-        ax.errorbar(ks, [_mean(per_k[k]) for k in ks], yerr=[_err(per_k[k], err) for k in ks],
+    if not per_k and not final:
+        raise ValueError("exit_accuracy: no exit accuracies (test_acc_exit{k}) or final accuracy")
+    for m in _methods(per_k):
+        st = method_style(m)
+        ks = sorted(per_k[m])
+        ax.errorbar(ks, [_mean(per_k[m][k]) for k in ks], yerr=[_err(per_k[m][k], err) for k in ks],
                     color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
-                    capsize=2, markersize=3.5, linewidth=1.2, label="AL, exit at depth k")
-    if bp_final:
-        st = method_style("bp")
-        d = depth or (max(per_k) if per_k else 1)
-        ax.errorbar([d], [_mean(bp_final)], yerr=[_err(bp_final, err)], color=st["color"],
+                    capsize=2, markersize=3.5, linewidth=1.2, label=f"{st['label']}, exit at depth k")
+    for m in _methods(final):
+        st = method_style(m)
+        d = depth or 1
+        ax.errorbar([d], [_mean(final[m])], yerr=[_err(final[m], err)], color=st["color"],
                     marker=st["marker"], linestyle="", capsize=2, markersize=4,
-                    label="BP (full depth)")
-        ax.axhline(_mean(bp_final), color=st["color"], linestyle=":", linewidth=0.8)
-    ks = sorted(set(per_k) | ({depth} if depth else set()))
+                    label=f"{st['label']} (full depth)")
+        ax.axhline(_mean(final[m]), color=st["color"], linestyle=":", linewidth=0.8)
+    ks = sorted({k for d in per_k.values() for k in d} | ({depth} if depth else set()))
     ax.set_xticks(ks)
     if ks:
         ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)

@@ -201,6 +201,9 @@ def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.opti
     bits after a step, so a run is no longer the reference's to the bit)."""
     fused = device.type == "cuda" or bool(getattr(cfg, "fused_adam", False))
     kw = {"fused": True} if fused else {"foreach": True}
+    if getattr(cfg, "optimizer", "adam") == "sgd":  # SGD with momentum (DGL's reference code)
+        kw = {"foreach": True} if device.type != "cuda" else {"fused": True}
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 

@@ -206,7 +206,7 @@ def test_cli_errors(capsys, monkeypatch, tmp_path):
     rc, err = _cli(capsys, "--method", "al", "--pipeline", *out)
     assert rc == 2 and "must be started by torchrun" in err and "lacks RANK, WORLD_SIZE" in err
     rc, err = _cli(capsys, "--method", "bp", "--pipeline", *out)
-    assert rc == 2 and "--pipeline trains AL only" in err and "received --method bp" in err
+    assert rc == 2 and "--pipeline trains one local rule (al, scpl, dgl" in err and "received --method bp" in err
     rc, err = _cli(capsys, "--pipeline", *out)  # default --method both
     assert rc == 2 and "received --method both" in err
     rc, err = _cli(capsys, "--method", "al", "--pipeline", "--ddp", *out)
@@ -219,3 +219,26 @@ def test_cli_errors(capsys, monkeypatch, tmp_path):
     rc, err = _cli(capsys, "--method", "al", "--pipeline", *out)
     assert rc == 2 and "over 3 ranks needs at least 3 components; received depth 2" in err
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("method", ["scpl", "dgl"])
+def test_pipeline_of_scpl_and_dgl_trains_like_single_process(tmp_path, blobs, cfg_file, method):
+    """SCPL and DGL hand only s_i on: two ranks, three components, the same weights as one process."""
+    outs = launch_local(_args(cfg_file, tmp_path / "exp", "--method", method, "--pipeline", "--depth", "3",
+                              epochs=2), 2, timeout=LIMIT_S, fork=True, entry=cli.main)
+    _ok(outs)
+    run = tmp_path / "exp" / f"{method}-seed0"
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["parallel"]["components"] == [[1], [2, 3]] and meta["epoch"] == 2
+    ref = _single(tmp_path / "single", blobs, method=method, depth=3, epochs=2)
+    _assert_same_weights(run, ref, atol=1e-5)
+    cols = (run / "summary.csv").read_text().splitlines()[0].split(",")
+    want = {"loss_ce1", "loss_ce3"} if method == "dgl" else {"loss_cl1", "loss_cl3", "loss_ce"}
+    assert want | {"test_acc"} <= set(cols)
+
+
+def test_pipeline_refuses_the_end_to_end_control(capsys, monkeypatch, tmp_path):
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    rc, err = _cli(capsys, "--method", "al-e2e", "--pipeline", "--out", str(tmp_path / "e"))
+    assert rc == 2 and "received --method al-e2e" in err

@@ -15,6 +15,8 @@ from alviz.sweep import grid_cells
 
 SHAPES = {"mnist": ((1, 28, 28), 10), "mnist5k": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
           "cifar10-5k": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "cifar100-5k": ((3, 32, 32), 100)}
+RULE_PRESETS = ["rules-mnist5k", "cifar10-scpl-vgg", "cifar10-dgl-resnet32", "cifar10-local-pred-mlp",
+                "mnist-local-pred-mlp"]
 PAPER_NETS = ["mnist-mlp", "mnist-cnn"] + [f"{d}-{a}" for d in ("cifar10", "cifar100")
                                            for a in ("mlp", "cnn", "vgg", "resnet20", "resnet32")]
 
@@ -22,6 +24,7 @@ PAPER_NETS = ["mnist-mlp", "mnist-cnn"] + [f"{d}-{a}" for d in ("cifar10", "cifa
 def test_the_expected_presets_exist():
     names = preset_names()
     expected = PAPER_NETS + [f"{n}-quick" for n in PAPER_NETS] + ["sigmoid-study", "sigmoid-study-quick", "dynamics"]
+    expected += RULE_PRESETS
     assert sorted(names) == sorted(expected)
 
 
@@ -174,3 +177,26 @@ def test_cifar_subsets_are_fixed_stratified_parts_of_the_official_splits(monkeyp
     assert raw.augment and raw.per_image_standardize
     again = datamod._tv_subset("cifar10", 400, 100)({"data_dir": "x", "test_fraction": 0.2})
     assert np.array_equal(again.ids_train, raw.ids_train) and np.array_equal(again.ids_test, raw.ids_test)
+
+
+def test_rule_presets_and_published_registry(capsys):
+    from alviz.published import PUBLISHED, for_preset
+
+    r = load_spec("rules-mnist5k")
+    assert r.sweep.methods == ["bp", "al", "al-e2e", "scpl", "dgl"] and r.sweep.seeds == [0, 1, 2]
+    assert (r.config.dataset, r.config.arch, r.sweep.grid) == ("mnist5k", "mlp", {"depth": [4]})
+    s = load_spec("cifar10-scpl-vgg").config
+    assert (s.lr, s.schedule, s.gamma, s.batch_size, s.epochs, s.temperature) == (1e-3, "cosine", 0.01, 1024, 200, 0.1)
+    d = load_spec("cifar10-dgl-resnet32").config
+    assert (d.optimizer, d.lr, d.momentum, d.weight_decay, d.batch_size, d.epochs, d.gamma) == \
+        ("sgd", 0.1, 0.9, 5e-4, 128, 50, 0.2)
+    # every registry entry names a source, where in it, and presets that exist
+    for p in PUBLISHED:
+        assert p.source and p.where and 0 < p.test_error < 100
+        assert all(n in preset_names() for n in p.presets)
+    assert [p.alviz_method for p in for_preset("cifar10-local-pred-mlp")] == ["bp", "dgl"]
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "published: cifar10 mlp" in out and "test error 32.33 %" in out and "anokland/local-loss" in out
+    assert main(["presets", "--published"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(PUBLISHED)

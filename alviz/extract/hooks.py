@@ -11,7 +11,9 @@ so it computes every on-path layer exactly once. The early-exit bridges b_k (k <
 that path; when one is requested, ``capture`` adds a hook on block k that evaluates
 ``model.bridges[k-1]`` on the live output s_k right there (on the device, before any pooling),
 and the bridge's own hook stores it. One ``model(x)`` therefore fills every requested layer; we
-do not call ``model.exits(x)``, which would run each decoder once per exit.
+do not call ``model.exits(x)``, which would run each decoder once per exit. The same holds for
+every off-path head of the other rules (SCPL's projections, DGL's auxiliary classifiers k < L):
+the catalogue gives each its ``source`` block.
 
 Pooling of convolutional maps (``pool``): ``gap`` averages each channel of a 4-D map over its
 spatial positions, one value per channel. It keeps files small (CNN block 1 on MNIST: 32 values
@@ -24,7 +26,6 @@ model's weights.
 """
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
@@ -100,22 +101,18 @@ def capture(model: nn.Module, layers: Iterable[str] | str | None = None, *, pool
                 acts[name] = _store(output, pool, dtype, non_blocking)
         return hook
 
-    def bridge_runner(bridge):
+    def head_runner(head):
         def hook(module, inputs, output):
             with torch.no_grad():
-                bridge(output)  # its own hook stores b_k(s_k)
+                head(output)  # its own hook stores head(s_k)
         return hook
 
     try:
         for e in targets:
             handles.append(e.module.register_forward_hook(hook_for(e.name)))
-        if getattr(model, "method", None) == "al":
-            L = len(model.blocks)
-            for e in targets:
-                m = re.fullmatch(r"bridge(\d+)", e.name)
-                if m and int(m.group(1)) < L:
-                    k = int(m.group(1))
-                    handles.append(model.blocks[k - 1].register_forward_hook(bridge_runner(model.bridges[k - 1])))
+        for e in targets:  # off-path heads (AL's early-exit bridges, SCPL's projections, DGL's exits)
+            if e.source:
+                handles.append(model.blocks[e.source - 1].register_forward_hook(head_runner(e.module)))
         yield acts
     finally:
         for h in handles:

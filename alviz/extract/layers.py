@@ -1,5 +1,5 @@
-"""The layer map of an AL or BP model: every extractable layer's name, role, position along the
-inference path and the ``match`` key that lines up AL's and BP's layers.
+"""The layer map of an alviz model: every extractable layer's name, role, position along the
+inference path and the ``match`` key that lines up the layers of AL, BP and the other rules.
 
 Layer catalogue (L components; positions count along the inference path; ``match = "p<position>"``)::
 
@@ -11,6 +11,19 @@ Layer catalogue (L components; positions count along the inference path; ``match
         head{j}     head     model.head[j-1], j = 1..L+1        position L + j
 
 so BP ``head1`` joins AL ``bridge{L}`` and BP ``head{j}`` (j >= 2) joins AL ``decoder{L-j+2}``.
+The other learning rules (docs/METHOD.md) share the encoder positions, so every rule's ``block{k}``
+lines up with every other's, and a head hanging off block k sits at k + 0.5 (off the path)::
+
+    AL-E2E      as AL (same modules, same inference path)
+    SCPL  block{k}    encoder     same encoders                       position k
+          proj{k}     projection  p_k(s_k), the contrastive space     position k + 0.5, on_path false
+          head{j}     head        model.head[j-1], j = 1, 2           position L + j
+    DGL   block{k}    encoder     same encoders                       position k
+          exit{k}     exit        a_k(s_k), k < L: class scores       position k + 0.5, on_path false
+          head{j}     head        a_L's j-th stage with parameters    position L + j (the last: scores)
+
+An off-path layer carries ``source = k``: `capture` computes it from block k's live output (one
+``model(x)`` fills it; see hooks.py); on-path layers have ``source = 0``.
 
 What this is not: no hooks (``hooks``), no files; it only names and orders a model's modules.
 """
@@ -28,15 +41,19 @@ class LayerInfo:
     """One extractable layer: its name, module and place along the inference path."""
 
     name: str
-    role: str  # encoder / bridge / decoder / head (or "module" for other nets)
-    position: float  # int on the inference path; k + 0.5 for AL's early-exit bridges
+    role: str  # encoder / bridge / decoder / head / projection / exit (or "module" for other nets)
+    position: float  # int on the inference path; k + 0.5 for a head off block k (AL's early-exit bridges)
     on_path: bool
-    match: str  # identical for aligned AL and BP layers
+    match: str  # identical for aligned layers of every rule
     module: nn.Module = field(repr=False, compare=False)
+    source: int = 0  # off the path: computed from block `source`'s output by capture; 0: by model(x)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "role": self.role, "position": self.position,
                 "on_path": self.on_path, "match": self.match}
+
+
+KNOWN_METHODS = ("al", "bp", "al-e2e", "scpl", "dgl")  # models with a layer map (alviz.models)
 
 
 def _pos_key(position) -> str:
@@ -44,37 +61,45 @@ def _pos_key(position) -> str:
 
 
 def layer_catalogue(model: nn.Module) -> list[LayerInfo]:
-    """The layers of an AL or BP model, sorted by position (see the module docstring)."""
+    """The layers of an alviz model (AL, BP, al-e2e, SCPL, DGL), sorted by position (see the
+    module docstring)."""
     method = getattr(model, "method", None)
     L = len(model.blocks) if hasattr(model, "blocks") else 0
     out: list[LayerInfo] = []
 
-    def add(name, role, position, module, on_path=True):
-        out.append(LayerInfo(name, role, position, on_path, _pos_key(position), module))
+    def add(name, role, position, module, on_path=True, source=0):
+        out.append(LayerInfo(name, role, position, on_path, _pos_key(position), module, source))
 
-    if method == "al":
-        for k in range(1, L + 1):
-            add(f"block{k}", "encoder", k, model.blocks[k - 1])
-            if k < L:
-                add(f"bridge{k}", "bridge", k + 0.5, model.bridges[k - 1], on_path=False)
+    if method not in KNOWN_METHODS:
+        raise UserError(f"no layer catalogue for a {type(model).__name__}; alviz knows the models of "
+                        f"{', '.join(KNOWN_METHODS)} (for another module, pass its submodule names to capture)")
+    for k in range(1, L + 1):
+        add(f"block{k}", "encoder", k, model.blocks[k - 1])
+    if method in ("al", "al-e2e"):
+        for k in range(1, L):
+            add(f"bridge{k}", "bridge", k + 0.5, model.bridges[k - 1], on_path=False, source=k)
         add(f"bridge{L}", "bridge", L + 1, model.bridges[L - 1])
         for k in range(L, 0, -1):
             add(f"decoder{k}", "decoder", 2 * L + 2 - k, model.decoders[k - 1])
-    elif method == "bp":
-        for k in range(1, L + 1):
-            add(f"block{k}", "encoder", k, model.blocks[k - 1])
+    elif method in ("bp", "scpl"):
+        if method == "scpl":
+            for k in range(1, L + 1):
+                add(f"proj{k}", "projection", k + 0.5, model.projections[k - 1], on_path=False, source=k)
         for j in range(1, len(model.head) + 1):
             add(f"head{j}", "head", L + j, model.head[j - 1])
-    else:
-        raise UserError(f"no layer catalogue for a {type(model).__name__}; alviz knows AL and BP models "
-                        "(for another module, pass its submodule names to capture)")
+    elif method == "dgl":
+        for k in range(1, L):
+            add(f"exit{k}", "exit", k + 0.5, model.aux[k - 1], on_path=False, source=k)
+        stages = [m for m in model.aux[L - 1].children() if any(True for _ in m.parameters())]
+        for j, m in enumerate(stages, start=1):
+            add(f"head{j}", "head", L + j, m)
     return sorted(out, key=lambda e: e.position)
 
 
 def select_layers(model: nn.Module, layers) -> list[LayerInfo]:
     """Validate `layers` (names; None: all) against the model's catalogue; the chosen entries in
     catalogue order. An unknown name is a UserError that lists the valid ones."""
-    if getattr(model, "method", None) in ("al", "bp"):
+    if getattr(model, "method", None) in KNOWN_METHODS:
         cat = layer_catalogue(model)
     else:  # any other module: its named submodules, in definition order
         cat = [LayerInfo(n, "module", i, True, _pos_key(i), m)

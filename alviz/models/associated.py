@@ -47,6 +47,7 @@ class Dense(nn.Sequential):
 
 class ALModel(nn.Module):
     method = "al"
+    local = True  # every loss reaches only its own component (the pipeline may split it)
 
     def __init__(self, blocks: list[nn.Module], feat_shapes: list[tuple], num_classes: int, width: int,
                  variant: str = "paper", bridge_pool: int = 0):
@@ -95,10 +96,17 @@ class ALModel(nn.Module):
             out.append(self.decode(self.bridges[k - 1](s), k))
         return out
 
+    @staticmethod
+    def _cross(v: torch.Tensor) -> torch.Tensor:
+        """What a component's input goes through: AL stops the gradient at every component boundary
+        (the end-to-end control, al_e2e.py, overrides this with the identity)."""
+        return v.detach()
+
     def _component(self, i: int, s_prev, t_prev, y):
-        """One component's forward and local losses: (s_i, t_i, b_i(s_i), assoc_i, ae_i)."""
-        s = self.blocks[i](s_prev.detach())
-        t = self.label_encoders[i](t_prev.detach())
+        """One component's forward and losses: (s_i, t_i, b_i(s_i), assoc_i, ae_i). The targets
+        sg(t_i) and sg(t_{i-1}) are part of the loss definition; `_cross` is the boundary."""
+        s = self.blocks[i](self._cross(s_prev))
+        t = self.label_encoders[i](self._cross(t_prev))
         b = self.bridges[i](s)
         assoc = F.mse_loss(b, t.detach())
         rec = self.decoders[i](t)
@@ -113,6 +121,34 @@ class ALModel(nn.Module):
         from s_{i-1}, t_{i-1} (t_0 = one-hot(y)) and y: the same arithmetic as `losses()`."""
         s, t, _, assoc, ae = self._component(i, s_prev, t_prev, y)
         return s, t, assoc, ae
+
+    # ---- the stage protocol (alviz.parallel's --pipeline): component i alone, carrying (s, t) forward
+
+    def component_modules(self, i: int) -> list[nn.Module]:
+        """The modules component i (0-based) owns: f_i, b_i, g_i, h_i."""
+        return [self.blocks[i], self.bridges[i], self.label_encoders[i], self.decoders[i]]
+
+    def component_param_groups(self, comps, lr: float, gh_factor: float = 2.0) -> list[dict]:
+        """`param_groups` restricted to components `comps` (same names, same rates)."""
+        fb = [p for i in comps for m in (self.blocks[i], self.bridges[i]) for p in m.parameters()]
+        gh = [p for i in comps for m in (self.label_encoders[i], self.decoders[i]) for p in m.parameters()]
+        return [{"params": fb, "lr": lr, "name": "f/b"}, {"params": gh, "lr": lr * gh_factor, "name": "g/h"}]
+
+    def component_loss_keys(self, i: int) -> list[str]:
+        return [f"assoc{i + 1}", f"ae{i + 1}"]
+
+    def initial_carry(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x, F.one_hot(y, self.num_classes).to(x.dtype)
+
+    def carry_shapes(self, i: int, feat_shapes) -> list[tuple]:
+        """Per-sample shapes of what component i (0-based) hands on: s_i and t_i."""
+        return [tuple(feat_shapes[i]), (self.decoders[i][0].in_features,)]
+
+    def stage_losses(self, i: int, carry, y: torch.Tensor):
+        """Component i from what the previous one handed on: (its carry, [its losses in
+        `component_loss_keys` order])."""
+        s, t, _, assoc, ae = self._component(i, carry[0], carry[1], y)
+        return (s, t), [assoc, ae]
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The local losses (`assoc{i}`, `ae{i}`), their sum under `loss`, and the class scores of

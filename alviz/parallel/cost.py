@@ -19,7 +19,6 @@ partition (every rank computes the same thing whoever owns a component).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
 
@@ -27,12 +26,12 @@ ADAM_FLOPS_PER_PARAM = 300.0
 
 
 def _params(model, i: int) -> int:
-    return sum(p.numel() for part in (model.blocks, model.bridges, model.label_encoders, model.decoders)
-               for p in part[i].parameters())
+    return sum(p.numel() for m in model.component_modules(i) for p in m.parameters())
 
 
 def component_costs(model, input_shape, batch_size: int) -> list[float]:
-    """Estimated cost (FLOP-equivalents) of one training step of each component of an AL model.
+    """Estimated cost (FLOP-equivalents) of one training step of each component of a model with
+    local losses (AL, SCPL, DGL: the pipeline's stage protocol).
     The model is only read: a sample's forward and backward run on copies of nothing, and the
     gradients they leave are cleared."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -44,13 +43,14 @@ def component_costs(model, input_shape, batch_size: int) -> list[float]:
     model.eval()  # no batch-norm statistics are updated by the probe
     s = torch.zeros((1,) + tuple(input_shape), device=dev)
     y = torch.zeros(1, dtype=torch.long, device=dev)
-    t = F.one_hot(y, model.num_classes).to(s.dtype)
+    carry = model.initial_carry(s, y)
     costs = []
     try:
         for i in range(model.depth):
             with FlopCounterMode(display=False) as fc:
-                s, t, assoc, ae = model.component_losses(i, s, t, y)
-                (assoc + ae).backward()
+                carry, losses = model.stage_losses(i, carry, y)
+                sum(losses[1:], losses[0]).backward()
+            carry = tuple(c.detach() for c in carry)
             costs.append(float(fc.get_total_flops()) * batch_size + ADAM_FLOPS_PER_PARAM * _params(model, i))
     finally:
         model.zero_grad(set_to_none=True)

@@ -1,10 +1,12 @@
-"""AL as a pipeline of components across ranks (``--pipeline``).
+"""A local learning rule as a pipeline of components across ranks (``--pipeline``): AL, SCPL, DGL.
 
-Rank r owns a contiguous group of components (f_i, b_i, g_i, h_i for i in its group). The epoch
-is a stream of micro-batches; rank 0 reads (x, y), every rank runs its components, sends (s, t, y)
-of each micro-batch to rank r+1 with a non-blocking send and receives the next micro-batch ahead
-while it computes; it steps its own optimiser when the last micro-batch of a mini-batch is done.
-Nothing flows backwards. The result is the same arithmetic as single-process AL (see
+Rank r owns a contiguous group of components (for AL f_i, b_i, g_i, h_i; for SCPL f_i and its
+projection, the head with the last; for DGL f_i and its auxiliary classifier: whatever the model's
+`component_modules(i)` names). The epoch is a stream of micro-batches; rank 0 reads (x, y), every
+rank runs its components (`model.stage_losses`), sends what they hand on (AL: s and t; SCPL, DGL:
+s) with y to rank r+1 with a non-blocking send and receives the next micro-batch ahead while it
+computes; it steps its own optimiser when the last micro-batch of a mini-batch is done. Nothing
+flows backwards. The result is the same arithmetic as single-process training (see
 docs/PARALLEL.md for why, and the tests that check it). At the end of every epoch rank 0 gathers
 the weights and optimiser state and writes an ordinary run directory.
 
@@ -20,13 +22,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data import Data, augment_batch
 from ..errors import UserError
-from ..models import create_model, resolve_shape_defaults
+from ..models import LOCAL_METHODS, create_model, resolve_shape_defaults
 from ..models.backbones import output_shapes
 from ..train import (Diverged, Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier,
                      make_optimizer, resolve_data, run_meta, save_epoch, set_lrs)
@@ -35,7 +36,6 @@ from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_failure
                     is_comm_error, lost_contact, nonfinite_column, start_run)
 
 
-_PARTS = ("blocks", "bridges", "label_encoders", "decoders")  # f_i, b_i, g_i, h_i
 # benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
 # micro-batch is handed on (the forward pass, about 1/3 of forward + backward)
 SIM_FORWARD_SHARE = 1.0 / 3.0
@@ -61,12 +61,9 @@ def micro_batch_plan(n: int, batch_size: int, micro_batches: int) -> list[tuple[
     return out
 
 
-def _component_params(model, comps) -> tuple[list, list]:
-    fb, gh = [], []
-    for i in comps:
-        fb += [*model.blocks[i].parameters(), *model.bridges[i].parameters()]
-        gh += [*model.label_encoders[i].parameters(), *model.decoders[i].parameters()]
-    return fb, gh
+def _component_params(model, comps) -> list:
+    """The parameters of components `comps`, in the order of their optimiser groups."""
+    return [p for g in model.component_param_groups(comps, 1.0) for p in g["params"]]
 
 
 def _component_tensors(model, comps, opt, create_state: bool) -> list[torch.Tensor]:
@@ -74,22 +71,24 @@ def _component_tensors(model, comps, opt, create_state: bool) -> list[torch.Tens
     tensors (weights and buffers), then each parameter's Adam state."""
     out = []
     for i in comps:
-        for part in _PARTS:
-            out += list(getattr(model, part)[i].state_dict(keep_vars=True).values())
-    fb, gh = _component_params(model, comps)
-    for p in fb + gh:
+        for mod in model.component_modules(i):
+            out += list(mod.state_dict(keep_vars=True).values())
+    for p in _component_params(model, comps):
         out += adam_state_tensors(opt, p, create_state)
     return out
 
 
 def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, micro_batches: int = 1,
                    resume: bool = False, data: Data | None = None, progress: bool = True, log=print) -> Result | None:
-    """Train one AL run as a pipeline over the ranks of the process group; rank 0 returns the Result,
-    the others None. Every rank must call it with the same arguments."""
+    """Train one run of a local rule as a pipeline over the ranks of the process group; rank 0 returns
+    the Result, the others None. Every rank must call it with the same arguments."""
     cfg = resolve_shape_defaults(cfg).validate()
-    if cfg.method != "al":
-        raise UserError(f"--pipeline trains AL only (BP's gradient crosses components); received method "
-                        f"{cfg.method!r}; use --ddp for bp")
+    if cfg.method not in LOCAL_METHODS:
+        raise UserError(f"--pipeline trains the local rules only ({', '.join(LOCAL_METHODS)}: no gradient crosses "
+                        f"a component); received method {cfg.method!r}; use --ddp for it")
+    if cfg.optimizer != "adam":
+        raise UserError(f"--pipeline moves Adam's state between ranks; received optimizer {cfg.optimizer!r}; "
+                        "train it without --pipeline, or with optimizer: adam")
     if micro_batches < 1 or micro_batches > cfg.batch_size:
         raise UserError(f"--micro-batches must be between 1 and the batch size {cfg.batch_size}; received {micro_batches}")
     ctx = ctx or init_distributed(cfg.device)
@@ -114,11 +113,11 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
         model.to(device)
     else:
         for i in mine:
-            for part in _PARTS:
-                getattr(model, part)[i].to(device)
+            for mod in model.component_modules(i):
+                mod.to(device)
     model.train()
-    fb, gh = _component_params(model, mine)
-    groups = [{"params": fb, "lr": cfg.lr, "name": "f/b"}, {"params": gh, "lr": cfg.lr * cfg.lr_gh_factor, "name": "g/h"}]
+    groups = model.component_param_groups(mine, cfg.lr, cfg.lr_gh_factor)  # AL: f/b at lr, g/h at lr x factor
+    own_params = [p for g in groups for p in g["params"]]
     base_lrs = [g["lr"] for g in groups]
     opt = make_optimizer(groups, cfg, device)  # alviz.train's Adam (fused on CUDA)
     full_opt = None
@@ -148,10 +147,15 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         "component_cost_gflop": [round(c / 1e9, 3) for c in costs],
                         "train_acc": "end-of-epoch model on the training set (a pipeline has no running accuracy)"}
 
-    L, n, C = cfg.depth, len(data.y_train), data.num_classes
+    L, n = cfg.depth, len(data.y_train)
     units = micro_batch_plan(n, cfg.batch_size, micro_batches)
-    d_in = math.prod(feat[mine[0] - 1]) if rank > 0 else 0
-    width = cfg.width
+    # what component mine[0] receives: the previous component's carry (AL: s and t), flattened, then y
+    in_shapes = model.carry_shapes(mine[0] - 1, feat) if rank > 0 else []
+    in_dims = [math.prod(sh) for sh in in_shapes]
+    d_in = sum(in_dims)
+    keys = [k for i in range(L) for k in model.component_loss_keys(i)]
+    key_lo = [sum(len(model.component_loss_keys(j)) for j in range(i)) for i in range(L + 1)]
+    nk = len(keys)
     x_tr = data.x_train.to(device) if rank == 0 else None
     y_tr = data.y_train.to(device) if rank == 0 else None
     fail = fault_injector(rank)
@@ -161,7 +165,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=(cfg.epochs - start_epoch) * len(units), unit="mb", leave=False, dynamic_ncols=True,
-                   desc=f"al {cfg.arch} pipeline x{K}")
+                   desc=f"{cfg.method} {cfg.arch} pipeline x{K}")
     t_start = time.perf_counter()
     count = 0
     epoch, u = start_epoch, -1
@@ -172,14 +176,14 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             perm = aug_gen = None
             if rank == 0:
                 perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
-            sums = torch.zeros(2 * L, dtype=torch.float64, device=device)
-            bad = torch.full((2 * L,), NO_BAD, dtype=torch.long, device=device)
+            sums = torch.zeros(nk, dtype=torch.float64, device=device)
+            bad = torch.full((nk,), NO_BAD, dtype=torch.long, device=device)
             dist.barrier()
             comm.wait_s = 0.0
             t0 = time.perf_counter()
             phase = {"recv_wait": 0.0, "pack_send": 0.0, "send_wait": 0.0}  # the rest of the epoch: compute
             sends: deque = deque()
-            pending = comm.irecv((units[0][1] - units[0][0], d_in + width + 1), torch.float32, rank - 1) if rank else None
+            pending = comm.irecv((units[0][1] - units[0][0], d_in + 1), torch.float32, rank - 1) if rank else None
             xb_step = None
             for u, (lo, hi, last) in enumerate(units):
                 if rank == 0:
@@ -191,7 +195,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     else:
                         s = x_tr[perm[lo:hi]]
                     yb = y_tr[perm[lo:hi]]
-                    t = F.one_hot(yb, C).to(s.dtype)
+                    carry = model.initial_carry(s, yb)
                     if last:
                         xb_step = None
                 else:
@@ -201,23 +205,23 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     phase["recv_wait"] += time.perf_counter() - tw
                     if u + 1 < len(units):  # receive ahead: the next micro-batch arrives while we compute
                         nlo, nhi, _ = units[u + 1]
-                        pending = comm.irecv((nhi - nlo, d_in + width + 1), torch.float32, rank - 1)
+                        pending = comm.irecv((nhi - nlo, d_in + 1), torch.float32, rank - 1)
                     buf = buf.to(device, non_blocking=True)
-                    s = buf[:, :d_in].reshape(hi - lo, *feat[mine[0] - 1])
-                    t = buf[:, d_in:d_in + width]
+                    pieces = torch.split(buf[:, :d_in], in_dims, 1)
+                    carry = tuple(c.reshape(hi - lo, *sh) for c, sh in zip(pieces, in_shapes))
                     yb = buf[:, -1].round().long()
                 local = []
                 with _autocast(device, cfg.amp):
                     for i in mine:
-                        s, t, assoc, ae = model.component_losses(i, s, t, yb)
-                        local += [assoc, ae]
+                        carry, ls = model.stage_losses(i, carry, yb)
+                        local += ls
                 sim_unit = sim_s * len(mine) * (hi - lo) / cfg.batch_size
                 if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
                     time.sleep(sim_unit * SIM_FORWARD_SHARE)
                 if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
                     tp = time.perf_counter()
-                    packed = torch.cat([s.detach().flatten(1).float(), t.detach().float(),
-                                        yb.to(torch.float32)[:, None]], 1)
+                    packed = torch.cat([c.detach().flatten(1).float() for c in carry]
+                                       + [yb.to(torch.float32)[:, None]], 1)
                     sends.append(comm.isend(packed, rank + 1))
                     tw = time.perf_counter()
                     phase["pack_send"] += tw - tp
@@ -232,7 +236,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 vec = torch.stack([v.detach() for v in local]).double()
-                lo_k = 2 * mine[0]
+                lo_k = key_lo[mine[0]]
                 sums[lo_k:lo_k + len(local)] += vec * (hi - lo)
                 seg = bad[lo_k:lo_k + len(local)]
                 bad[lo_k:lo_k + len(local)] = torch.where((seg == NO_BAD) & ~torch.isfinite(vec), u, seg)
@@ -254,10 +258,9 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             prof[:, rank] = torch.tensor(list(phase.values()), dtype=torch.float64)
             stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall, prof.flatten()]))
             bad_all = comm.all_reduce(bad.cpu(), dist.ReduceOp.MIN)
-            sums_all, busy, wall = stats[:2 * L], stats[2 * L:2 * L + K], stats[2 * L + K:2 * L + 2 * K]
-            prof = stats[2 * L + 2 * K:].reshape(len(phase), K)
+            sums_all, busy, wall = stats[:nk], stats[nk:nk + K], stats[nk + K:nk + 2 * K]
+            prof = stats[nk + 2 * K:].reshape(len(phase), K)
             train_seconds = float(wall.max())
-            keys = [f"{kind}{i + 1}" for i in range(L) for kind in ("assoc", "ae")]
             if cfg.on_nan == "stop" and bool((bad_all < NO_BAD).any()):
                 first = int(bad_all.min())
                 which = [k for k, b in zip(keys, bad_all.tolist()) if b == first]
@@ -273,7 +276,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         comm.send(tns, 0)
             if not ctx.is_main:
                 continue
-            for p in fb + gh:
+            for p in own_params:
                 full_opt.state[p] = opt.state[p]
             t_ev = time.perf_counter()
             ev = evaluate(model, data.x_test, data.y_test, device=device, amp=cfg.amp)
@@ -328,8 +331,7 @@ def _pipeline_restore(model, opt, full_opt, run: Path, parts, ctx: DistContext, 
         got = ckpt.optimizer_from_file(full_opt, run / "train_state.safetensors")
         if got != start_epoch:
             raise UserError(f"{run}: train_state is at epoch {got} but meta.json at {start_epoch}")
-        fb, gh = _component_params(model, mine)
-        for p in fb + gh:
+        for p in _component_params(model, mine):
             opt.state[p] = full_opt.state[p]
         for r in range(1, ctx.world_size):
             for tns in _component_tensors(model, parts[r], full_opt, create_state=False):

@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..data import load_dataset
 from ..errors import UserError
 from ..experiment import DEFAULT_ROOT, Planned, experiment_name, plan, run_name
-from ..models import resolve_shape_defaults
+from ..models import LOCAL_METHODS, resolve_shape_defaults
 from .ddp import train_ddp
 from .group import Comm, agree_on_rank0, init_distributed, shutdown
 from .pipeline import partition, train_pipeline
@@ -35,10 +35,10 @@ def train_parallel(cfg: TrainConfig, methods=("al",), seeds=(0,), out=None, *, m
     if mode not in MODES:
         raise UserError(f"unknown parallel mode {mode!r}; allowed: {', '.join(MODES)}")
     methods = tuple(methods)
-    if mode == "pipeline" and methods != ("al",):
-        raise UserError(f"--pipeline trains AL only (BP's gradient crosses components, so it cannot be cut into "
-                        f"independent stages); received --method {'both' if len(methods) > 1 else methods[0]}; "
-                        "use --method al, or --ddp for bp")
+    if mode == "pipeline" and (len(methods) != 1 or methods[0] not in LOCAL_METHODS):
+        raise UserError(f"--pipeline trains one local rule ({', '.join(LOCAL_METHODS)}; BP's and al-e2e's gradient "
+                        f"crosses components, so they cannot be cut into independent stages); received --method "
+                        f"{'both' if len(methods) > 1 else methods[0]}; use --method al, scpl or dgl, or --ddp")
     if micro_batches != 1 and mode != "pipeline":
         raise UserError(f"--micro-batches applies to --pipeline only; received {micro_batches} with --ddp")
     if micro_batches < 1 or micro_batches > cfg.batch_size:

@@ -27,7 +27,7 @@ from .reviewer import reviewer_sections
 from .options import DEFAULT_OUT, DEFAULT_ROOT, TSNE_ITER, TSNE_PCA, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
 from .study import ExperimentResult, study_groups, write_study
-from .tables import accuracy_summary, fmt, fmt_pm, layer_table, measure_defs, run_table
+from .tables import accuracy_summary, fmt, fmt_pm, layer_table, measure_defs, published_table, run_table
 from .tsne import TsneJob, blas_share, cores
 from .viewer import thumbnails, viewer_block, viewer_payload
 
@@ -156,6 +156,11 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         doc.table(["method", "test accuracy (mean ± s.d.)", "n", "95 % CI"],
                   [[a["method"].upper(), fmt_pm(a["mean"], a["std"]), str(a["n"]),
                     f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}]" if a["n"] > 1 else "–"] for a in acc])
+    pub = published_table(infos, acc)
+    if pub:
+        doc.p("Published accuracies for the settings of this experiment's preset (alviz/published.py; "
+              "the preset's file lists where alviz's set-up differs from the source's).")
+        doc.table(*pub)
     for text in review["headline"]:
         doc.p(text)
     doc.h("Separability by layer")
@@ -163,8 +168,8 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
           "only where a paired comparison of AL and BP at that position excludes zero (95 %: the paired "
           "stratified bootstrap on the same resampled held-out samples, plus the seed-to-seed variance "
           "with several seeds); unmarked pairs show no detectable difference. "
-          "pos.: position along the inference path; exit: AL's early-exit bridges (off the path). "
-          "Per-seed values, bootstrap intervals (boot_low, boot_high), exact binomial intervals of "
+          "pos.: position along the inference path; exit: heads off the path (AL's early-exit bridges, "
+          "SCPL's projections, DGL's auxiliary classifiers). Per-seed values, bootstrap intervals (boot_low, boot_high), exact binomial intervals of "
           "accuracies (cp_low, cp_high) and 95 % confidence intervals over seeds are in metrics.csv.",
           md="Mean ± sample s.d. over seeds. A cell is in **bold** only where a paired comparison of AL and BP "
              "at that position excludes zero (paired stratified bootstrap, plus seed variance with several "

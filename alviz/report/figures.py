@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..checkpoint import write_bytes_atomic
 from ..metrics import MEASURES
+from .runs import method_order
 
 
 # paper style: 8 pt text (column width 3.35 in), TrueType fonts in PDFs
@@ -124,14 +125,17 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
                 "Test accuracy per epoch (line: mean over seeds; band: min–max)"
                 + ("; AL's association (assoc k: bridge vs label code) and auto-encoder (AE k) "
                    "losses of each component k." if has_al_loss else "."))}
-            if any(k.startswith("test_acc_exit") for h in hist if h["method"] == "al"
-                   for k in (h["history"][-1] if h["history"] else {})):
+            with_exits = sorted({h["method"] for h in hist for k in (h["history"][-1] if h["history"] else {})
+                                 if k.startswith("test_acc_exit")}, key=method_order)
+            if with_exits:
                 fig = new_figure(COLUMN_WIDTH, 2.3)
                 ax = fig.add_subplot()
                 plots.exit_accuracy(hist, ax=ax)
+                what = {"al": "AL: h_1(...h_k(b_k(s_k)))", "al-e2e": "AL-E2E: the same path",
+                        "dgl": "DGL: its auxiliary classifier a_k(s_k)"}
+                names = "; ".join(what.get(m, plots.method_style(m)["label"]) for m in with_exits)
                 figs["fig_exits"] = {**save_figure(fig, folder, "fig_exits"), "caption": (
-                    "AL's test accuracy when inference exits after component k "
-                    "(h_1(...h_k(b_k(s_k)))), at the last epoch; BP, which has only the full-depth "
-                    f"output, for reference. {err_note}")}
+                    f"Test accuracy when inference exits after component k ({names}), at the last "
+                    f"epoch; the methods with only a full-depth output for reference. {err_note}")}
     log(f"figures: {', '.join(figs)}")
     return figs

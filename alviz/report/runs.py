@@ -111,4 +111,6 @@ def read_run(run: Path, experiment: str) -> RunInfo:
 
 
 def method_order(m: str) -> tuple:
-    return ({"al": 0, "bp": 1}.get(m, 2), m)
+    from ..plots import METHOD_ORDER
+
+    return (METHOD_ORDER.get(m, len(METHOD_ORDER)), m)

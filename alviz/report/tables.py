@@ -61,7 +61,7 @@ SHORT_NAMES = {"ratio": "inter/intra", "centroid_ratio": "centroid", "fisher_rat
 
 
 def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES, winners: dict | None = None):
-    """Rows: (position, method, layer); cells mean ± s.d.; the better of AL/BP at a position is
+    """Rows: (position, method, layer); cells mean ± s.d.; the best of the methods at a position is
     marked (returned as a set of (row index, column index)). ``winners`` ({(depth, measure):
     method or None}, from paired comparisons) decides the marks when given: a side is marked only
     where its paired comparison excluded zero; without it the larger/smaller mean is marked."""
@@ -86,7 +86,7 @@ def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES, 
             by_pos[depth].append((len(body), k))
         body.append(cells)
     for depth, members in by_pos.items():
-        if len(members) != 2:
+        if len(members) < 2:
             continue
         for j, m in enumerate(measures):
             if winners is not None:
@@ -94,12 +94,31 @@ def layer_table(rows: list[dict], summary: list[dict], measures=TABLE_MEASURES, 
                 best |= {(i, 3 + j) for i, k in members if k[0] == w}
                 continue
             vals = [idx.get((k[0], k[1], m), {}).get("mean") for _, k in members]
-            if any(v is None or not math.isfinite(v) for v in vals) or vals[0] == vals[1]:
+            if any(v is None or not math.isfinite(v) for v in vals) or len(set(vals)) == 1:
                 continue
             hib = MEASURES[m].higher_is_better
             win = int(np.argmax(vals) if hib else np.argmin(vals))
             best.add((members[win][0], 3 + j))
     return head, body, best
+
+
+def published_table(infos: list[RunInfo], acc: list[dict]):
+    """The published accuracies (alviz/published.py) of the preset these runs were trained with, next
+    to this experiment's accuracy of the matching method; None when there are none."""
+    from ..published import for_preset
+
+    presets = {i.config.get("preset") for i in infos} - {None}
+    pubs = [p for name in sorted(presets) for p in for_preset(name)]
+    if not pubs:
+        return None
+    ours = {a["method"]: a for a in acc}
+    head = ["published", "rule (alviz method)", "published accuracy", "this experiment", "source"]
+    body = []
+    for p in pubs:
+        a = ours.get(p.alviz_method)
+        body.append([f"{p.dataset} {p.model}, {p.epochs} epochs", f"{p.rule} ({p.alviz_method})",
+                     f"{p.test_acc:.4f}", fmt_pm(a["mean"], a["std"]) if a else "–", f"{p.source}, {p.where}"])
+    return head, body
 
 
 def measure_defs():
