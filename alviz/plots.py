@@ -56,6 +56,7 @@ PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
 METHOD_STYLE = {
     "al": {"color": "#0173b2", "marker": "o", "linestyle": "-", "label": "AL"},
     "bp": {"color": "#d55e00", "marker": "s", "linestyle": "--", "label": "BP"},
+    "bp-authors": {"color": "#029e73", "marker": "D", "linestyle": "-.", "label": "BP (authors')"},
 }
 
 #: Axis labels of the measures of ``alviz.metrics.MEASURES`` (plus accuracies).
@@ -509,7 +510,7 @@ def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
     hs = _histories(histories)
     ax = _ax(ax)
     per_k = defaultdict(list)
-    bp_final = []
+    bp_final: dict[str, list[float]] = {}  # each baseline on its own (matched BP, the authors' BP)
     depth = 0
     for h in hs:
         if not h["history"]:
@@ -522,7 +523,7 @@ def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
                     per_k[k].append(float(v))
                     depth = max(depth, k)
         elif last.get("test_acc") not in (None, ""):
-            bp_final.append(float(last["test_acc"]))
+            bp_final.setdefault(h["method"], []).append(float(last["test_acc"]))
             depth = max(depth, int(h.get("depth") or 0))
     if not per_k and not bp_final:
         raise ValueError("exit_accuracy: no AL exit accuracies (test_acc_exit{k}) or BP accuracy")
@@ -532,13 +533,13 @@ def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
         ax.errorbar(ks, [_mean(per_k[k]) for k in ks], yerr=[_err(per_k[k], err) for k in ks],
                     color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
                     capsize=2, markersize=3.5, linewidth=1.2, label="AL, exit at depth k")
-    if bp_final:
-        st = method_style("bp")
+    for m in _methods(bp_final):
+        st = method_style(m)
         d = depth or (max(per_k) if per_k else 1)
-        ax.errorbar([d], [_mean(bp_final)], yerr=[_err(bp_final, err)], color=st["color"],
+        ax.errorbar([d], [_mean(bp_final[m])], yerr=[_err(bp_final[m], err)], color=st["color"],
                     marker=st["marker"], linestyle="", capsize=2, markersize=4,
-                    label="BP (full depth)")
-        ax.axhline(_mean(bp_final), color=st["color"], linestyle=":", linewidth=0.8)
+                    label=f"{st['label']} (full depth)")
+        ax.axhline(_mean(bp_final[m]), color=st["color"], linestyle=":", linewidth=0.8)
     ks = sorted(set(per_k) | ({depth} if depth else set()))
     ax.set_xticks(ks)
     if ks:
