@@ -430,3 +430,10 @@ def test_tf_adam_matches_the_tf_update():
     torch.optim.Adam([plain], lr=0.1, eps=1e-3)  # (torch's placement differs: that is the switch)
     assert resolve_shape_defaults(TrainConfig(recipe="authors")).adam_eps == "tf"
     assert resolve_shape_defaults(TrainConfig()).adam_eps == "torch"
+
+
+def test_schema_knows_every_method():
+    from alviz import schema
+    from alviz.config import METHODS
+
+    assert schema.METHODS == METHODS
