@@ -19,6 +19,21 @@ from .safeio import describe
 _GROUPS = {"both": ("al", "bp"), "all": ("al", "bp", "bp-authors")}
 
 
+def _check_parallel_recipe(cfg) -> None:
+    """The pipeline and DDP loops implement alviz's data order, per-epoch schedule and no L2 only."""
+    from .models import resolve_shape_defaults
+
+    r = resolve_shape_defaults(cfg)
+    cifar_aug = r.augment is True or (r.augment is None and r.dataset.startswith("cifar"))
+    missing = [k for k, v in (("schedule: authors", r.schedule == "authors"), ("shuffle: false", r.shuffle is False),
+                              ("l2", bool(r.l2)), ("augment_ops: authors", r.augment_ops == "authors" and cifar_aug))
+               if v]
+    if missing:
+        raise UserError(f"--pipeline/--ddp do not implement {', '.join(missing)} (recipe {r.recipe}); train without "
+                        "them, or set those keys to alviz's values (schedule: step, shuffle: true, l2: 0, "
+                        "augment_ops: crop-flip)")
+
+
 def _seeds(value: str | None):
     """--seeds "0,1,2" -> [0, 1, 2]: distinct integers 0..MAX_SEED, all checked before anything trains."""
     if value is None:
@@ -107,6 +122,7 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
 
         if pipeline and ddp:
             raise UserError("--pipeline and --ddp are two ways to parallelise; received both, choose one")
+        _check_parallel_recipe(cfg)
         if not (pipeline or ddp):
             raise UserError(f"--micro-batches applies to --pipeline only; received {micro_batches} without it")
         exp, results = train_parallel(cfg, methods, seed_list, out, mode="pipeline" if pipeline else "ddp",
