@@ -86,7 +86,7 @@ def sigmoid():
             for m in METHODS:
                 accs, curves = [], []
                 for seed in (0, 1, 2):
-                    for sub in (CK / f"sigmoid-{r}-d{d}" / f"depth{d}", CK / f"sigmoid-{r}-d{d}"):
+                    for sub in sorted(CK.glob(f"sigmoid-{r}-d{d}*/depth{d}")):
                         got = final_acc(sub / f"{m}-seed{seed}")
                         if got:
                             accs.append(got[0])
