@@ -475,6 +475,14 @@ def _check_meta(meta: dict, p: Path) -> None:
     pm = pre.get("pixel_max")
     if not (pm is None or (isinstance(pm, (int, float)) and not isinstance(pm, bool) and 0 < pm < float("inf"))):
         bad("preprocess.pixel_max", pm, "null or a positive number")
+    if pre.get("mode", "channel-zscore") not in ("channel-zscore", "mean-image"):
+        bad("preprocess.mode", pre.get("mode"), "channel-zscore or mean-image")
+    if pre.get("mode") == "mean-image":
+        n_values = int(torch.Size(shape).numel())
+        v = pre.get("mean_image")
+        if not (isinstance(v, list) and len(v) == n_values):
+            bad("preprocess.mean_image", v, f"a list of {n_values} numbers")
+        schema.check(v, schema.List(schema.Num(), text=f"a list of {n_values} numbers"), f"{p}: preprocess.mean_image")
     if not isinstance(pre.get("per_image_standardize", False), bool):
         bad("preprocess.per_image_standardize", pre["per_image_standardize"], "true or false")
     hist = meta.get("history")

@@ -17,6 +17,24 @@ from .errors import UserError
 from .safeio import describe
 
 
+_GROUPS = {"both": ("al", "bp"), "all": ("al", "bp", "bp-authors")}
+
+
+def _check_parallel_recipe(cfg) -> None:
+    """The pipeline and DDP loops implement alviz's data order, per-epoch schedule and no L2 only."""
+    from .models import resolve_shape_defaults
+
+    r = resolve_shape_defaults(cfg)
+    cifar_aug = r.augment is True or (r.augment is None and r.dataset.startswith("cifar"))
+    missing = [k for k, v in (("schedule: authors", r.schedule == "authors"), ("shuffle: false", r.shuffle is False),
+                              ("l2", bool(r.l2)), ("augment_ops: authors", r.augment_ops == "authors" and cifar_aug))
+               if v]
+    if missing:
+        raise UserError(f"--pipeline/--ddp do not implement {', '.join(missing)} (recipe {r.recipe}); train without "
+                        "them, or set those keys to alviz's values (schedule: step, shuffle: true, l2: 0, "
+                        "augment_ops: crop-flip)")
+
+
 def _seeds(value: str | None):
     """--seeds "0,1,2" -> [0, 1, 2]: distinct integers 0..MAX_SEED, all checked before anything trains."""
     if value is None:
@@ -48,8 +66,10 @@ def cli():
 
 
 @cli.command()
-@click.option("--method", type=click.Choice([*METHODS, "both"]), default="both", show_default=True,
-              help="al, matched bp, al-e2e (AL's losses end to end), scpl, dgl; both: al and bp")
+@click.option("--method", type=click.Choice([*METHODS, "both", "all"]), default=None,
+              help="al, bp (matched), bp-authors (the authors' BP), al-e2e (AL's losses end to end), scpl, dgl; "
+                   "both = al,bp; all = al,bp,bp-authors [all; a sweep preset: its own list]")
+@click.option("--recipe", default=None, help="alviz or authors: the training set-up (docs/METHOD.md) [alviz]")
 @click.option("--arch", default=None, help="mlp, cnn, vgg, resnet20, resnet32 [mlp]")
 @click.option("--dataset", default=None, help="mnist5k, digits, blobs, mnist, fashion-mnist, cifar10, cifar100, npz:PATH [mnist5k]")
 @click.option("--activation", default=None, help="relu, elu, sigmoid, tanh [relu]")
@@ -62,7 +82,7 @@ def cli():
 @click.option("--seeds", default=None, help="several seeds, e.g. 0,1,2 (one run per method and seed)")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [auto]")
 @click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA")
-@click.option("--variant", default=None, help="AL variant: paper or iclr2022")
+@click.option("--variant", default=None, help="AL variant: paper or tanh-ce")
 @click.option("--data-dir", default=None, help="where torchvision data sets live [data]")
 @click.option("--on-nan", default=None, help="stop or continue when a loss becomes NaN/inf [stop]")
 @click.option("--snapshots", default=None, metavar="SPEC",
@@ -91,22 +111,23 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
     _not_both(resume, force)
     spec = load_spec(preset, config_file)  # a preset and/or a config file, with their extra sections
     overrides = {k: v for k, v in flags.items() if v is not None}
-    chosen = ("al", "bp") if method == "both" else (method,)
+    chosen = _GROUPS.get(method or "all", (method,))
     if spec.sweep is not None or spec.differs(chosen):  # a sweep, or methods with their own settings
-        _train_spec(spec, overrides, None if method == "both" else chosen, _seeds(seeds), out, resume=resume,
+        _train_spec(spec, overrides, chosen if method else None, _seeds(seeds), out, resume=resume,
                     force=force, threads=threads, quiet=quiet, parallel=pipeline or ddp)
         return
     cfg = cfgmod.from_dict(overrides, spec.for_method(chosen[0]) if len(chosen) == 1 else spec.config,
                            source="command line")
     _label_quick(cfg)
     seed_list = _seeds(seeds) or [cfg.seed]
-    methods = ("al", "bp") if method == "both" else (method,)
+    methods = chosen
     set_threads(threads)
     if pipeline or ddp or micro_batches != 1:
         from .parallel import train_parallel
 
         if pipeline and ddp:
             raise UserError("--pipeline and --ddp are two ways to parallelise; received both, choose one")
+        _check_parallel_recipe(cfg)
         if not (pipeline or ddp):
             raise UserError(f"--micro-batches applies to --pipeline only; received {micro_batches} without it")
         exp, results = train_parallel(cfg, methods, seed_list, out, mode="pipeline" if pipeline else "ddp",
@@ -123,7 +144,7 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
         exits = ""
         if r.exits and len(r.exits) > 1:
             exits = "  exits " + " ".join(f"{a:.4f}" for a in r.exits)
-        click.echo(f"{p.cfg.method:>3} seed {p.cfg.seed}: test acc {r.test_acc:.4f}{exits}  "
+        click.echo(f"{p.cfg.method:>10} seed {p.cfg.seed}: test acc {r.test_acc:.4f}{exits}  "
                    f"({r.seconds:.1f}s)  -> {r.run_dir}")
     click.echo(f"experiment: {exp}   next: alviz analyze {exp}")
 
@@ -355,7 +376,7 @@ def _train_spec(spec, overrides, methods, seeds, out, *, resume, force, threads,
     exp, results = res
     for p, r in results:
         if r is not None:
-            click.echo(f"{p.cfg.method:>3} seed {p.cfg.seed} (lr {p.cfg.lr:g}): test acc {r.test_acc:.4f}  "
+            click.echo(f"{p.cfg.method:>10} seed {p.cfg.seed} (lr {p.cfg.lr:g}): test acc {r.test_acc:.4f}  "
                        f"({r.seconds:.1f}s)  -> {r.run_dir}")
     click.echo(f"experiment: {exp}   next: alviz analyze {exp}")
 
@@ -402,8 +423,8 @@ def presets(name, as_json, published):
 def _methods_opt(value):
     if value is None:
         return None
-    if value.strip() == "both":
-        return ["al", "bp"]
+    if value.strip() in _GROUPS:
+        return list(_GROUPS[value.strip()])
     from .presets import check_methods
 
     return check_methods(value, "--methods")
@@ -412,7 +433,8 @@ def _methods_opt(value):
 @cli.command()
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
               help="sweep a TrainConfig key over values (repeatable; cells = the product)")
-@click.option("--methods", default=None, help="comma list of al, bp, al-e2e, scpl, dgl [the sweep section's, else al,bp]")
+@click.option("--methods", default=None, help="comma list of al, bp, bp-authors, al-e2e, scpl, dgl; both = al,bp; "
+              "all = al,bp,bp-authors [the sweep section's, else al,bp]")
 @click.option("--seeds", default=None, help="e.g. 0,1,2 [the sweep section's, else the config's seed]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML config (may hold a sweep section); flags override it")
@@ -428,6 +450,7 @@ def _methods_opt(value):
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [auto]")
 @click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA")
 @click.option("--variant", default=None)
+@click.option("--recipe", default=None, help="alviz or authors (docs/METHOD.md)")
 @click.option("--data-dir", default=None)
 @click.option("--on-nan", default=None)
 @click.option("--snapshots", default=None, metavar="SPEC", help="keep the weights of these epochs (see alviz train)")

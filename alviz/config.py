@@ -21,15 +21,24 @@ from .errors import UserError, choice_error
 from .safeio import describe, read_yaml
 from .schema import MAX_SEED
 
-METHODS = ("al", "bp", "al-e2e", "scpl", "dgl")  # models/__init__.py builds each
+METHODS = ("al", "bp", "bp-authors", "al-e2e", "scpl", "dgl")  # models/__init__.py builds each
 ARCHS = ("mlp", "cnn", "vgg", "resnet20", "resnet32")
 ACTIVATIONS = ("relu", "elu", "sigmoid", "tanh")
-VARIANTS = ("paper", "iclr2022")
-SCHEDULES = ("none", "step", "cosine")
+VARIANTS = ("paper", "tanh-ce", "iclr2022")  # iclr2022: the old name of tanh-ce (see docs/METHOD.md)
+SCHEDULES = ("none", "step", "cosine", "authors")
 OPTIMIZERS = ("adam", "sgd")
 AUX_TYPES = ("mlp-sr", "mlp", "cnn", "linear")  # DGL auxiliary classifiers (models/dgl.py)
 HEAD_ACTS = ("sigmoid", "tanh", "encoder")
 ON_NAN = ("stop", "continue")
+# the training recipe and the keys it sets (alviz/recipe.py; None in a config = the recipe's value)
+RECIPES = ("alviz", "authors")
+INITS = ("torch", "he-normal")
+PREPROCESS = ("channel-zscore", "mean-image")
+AUGMENT_OPS = ("crop-flip", "authors")
+RESNET_BLOCKS = ("torchvision", "authors")
+VGG_FORMS = ("alviz", "authors")
+BN_STYLES = ("torch", "tf")
+PADDINGS = ("torch", "tf")
 
 
 @dataclass
@@ -46,7 +55,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     lr_gh_factor: float = 2.0  # AL: label-path (g/h) learning rate = lr * this
-    schedule: str = "step"  # "step": lr x gamma at each milestone fraction of training; "cosine"; or "none"
+    schedule: str | None = None  # "step": lr x gamma at each milestone fraction (per epoch); "cosine"; "none";
+    # "authors": per step, x0.1 at 40/60/80 % and x0.5 at 90 % of all steps; None: the recipe's
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1  # step: the factor at each milestone; cosine: the final lr / lr
     weight_decay: float = 0.0
@@ -54,7 +64,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     temperature: float = 0.1  # SCPL: temperature of the contrastive loss
     aux_type: str = "mlp-sr"  # DGL: auxiliary classifier, as in the reference's auxiliary-net study
-    variant: str = "paper"  # AL variant: "paper" (sigmoid, MSE) or "iclr2022" (tanh, CE first AE)
+    variant: str = "paper"  # AL variant: "paper" (sigmoid, MSE) or "tanh-ce" (tanh, CE first AE; old name iclr2022)
     head_act: str = "sigmoid"  # BP head activation: like AL's inference path, or "encoder"
     bridge_pool: int = 0  # 0: bridges flatten conv maps (authors); k: adaptive-avg-pool to k x k first
     seed: int = 0
@@ -73,13 +83,25 @@ class TrainConfig:
     # None. Each costs one model.safetensors on disk (default MLP: AL 6.9 MB, BP 4.0 MB; `log` keeps 7
     # of 20 epochs: 48 MB and 28 MB per run)
     snapshots: str | None = None
+    # ---- the training recipe (alviz/recipe.py, docs/METHOD.md): `recipe` sets every key below that
+    # is None; a key given explicitly wins over the recipe
+    recipe: str = "alviz"  # "alviz" (alviz's own set-up) or "authors" (SamYWK/Associated_Learning's)
+    init: str | None = None  # "torch" (PyTorch defaults) or "he-normal" (truncated He-normal kernels, zero biases)
+    preprocess: str | None = None  # "channel-zscore" or "mean-image" (/255 minus the training mean image)
+    augment_ops: str | None = None  # CIFAR training augmentation: "crop-flip" or "authors" (+ brightness, contrast)
+    shuffle: bool | None = None  # reshuffle the training data every epoch (False: one fixed order)
+    l2: float | None = None  # L2 scale (TF l2_regularizer) on the authors' scoped kernels only (recipe.l2_params)
+    resnet_block: str | None = None  # "torchvision" or "authors" (block form, 1x1 shortcut without BN, conv biases)
+    vgg_form: str | None = None  # "alviz" (conv+act, no BN) or "authors" (conv+BN+act, VGG-AL's BN statistics frozen)
+    bn: str | None = None  # BatchNorm momentum/eps: "torch" (0.1 / 1e-5) or "tf" (decay 0.99 / 1e-3)
+    padding: str | None = None  # conv padding at stride 2: "torch" (both sides) or "tf" ("same": bottom/right)
+    adam_eps: str | None = None  # where Adam adds epsilon: "torch" or "tf" (before the bias correction)
 
     def validate(self) -> "TrainConfig":
         _check_choice("method", self.method, METHODS)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("variant", self.variant, VARIANTS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("head_act", self.head_act, HEAD_ACTS)
         _check_choice("on_nan", self.on_nan, ON_NAN)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -88,6 +110,17 @@ class TrainConfig:
             raise UserError(f"temperature must be a positive number; received {self.temperature}")
         if not 0.0 <= self.momentum < 1.0:
             raise UserError(f"momentum must be in [0, 1); received {self.momentum}")
+        _check_choice("recipe", self.recipe, RECIPES)
+        for name, allowed in (("init", INITS), ("preprocess", PREPROCESS), ("augment_ops", AUGMENT_OPS),
+                              ("resnet_block", RESNET_BLOCKS), ("vgg_form", VGG_FORMS), ("bn", BN_STYLES),
+                              ("padding", PADDINGS), ("schedule", SCHEDULES), ("adam_eps", BN_STYLES)):
+            v = getattr(self, name)
+            if v is not None:
+                _check_choice(name, v, allowed)
+        if self.l2 is not None and not (0.0 <= self.l2 < float("inf")):
+            raise UserError(f"l2 must be a number >= 0; received {self.l2}")
+        if self.shuffle is not None and not isinstance(self.shuffle, bool):
+            raise UserError(f"shuffle must be true or false; received {self.shuffle!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer; received {getattr(self, name)}")
@@ -146,6 +179,10 @@ def lr_multiplier(cfg: "TrainConfig", epoch: int) -> float:
     if cfg.schedule == "cosine":  # from 1 to gamma, half a cosine over the epochs (SCPL's reference)
         q = 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
         return q + cfg.gamma * (1.0 - q)
+    if cfg.schedule == "authors":  # per step in alviz.train; per epoch (at the epoch's start) elsewhere
+        from .recipe import step_multiplier
+
+        return step_multiplier(epoch, cfg.epochs)
     passed = sum(1 for m in cfg.milestones if epoch >= int(round(m * cfg.epochs)))
     return cfg.gamma ** passed
 

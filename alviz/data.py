@@ -62,6 +62,9 @@ class Data:
     augment: bool
     class_names: list[str] = field(default_factory=list)
     sha256: str = ""  # fingerprint of the raw arrays (`fingerprint`), stored in a run's meta.json
+    # False: x_train stops before per-image standardisation, which the authors' augmentation
+    # (`augment_batch_authors`) applies after its random ops (preprocess "mean-image" on CIFAR)
+    train_standardized: bool = True
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         if name == "train":
@@ -306,10 +309,19 @@ def load_raw(name: str, *, data_dir="data", test_fraction=0.2) -> Raw:
 
 # --------------------------------------------------------------------------- preprocessing
 
-def fit_preprocess(raw: Raw) -> dict:
-    """The spec a model is trained with: pixel scaling, then per-channel (images) or per-feature
-    (vectors) standardisation with statistics of the training split; CIFAR also standardises
-    each image on its own first (the paper's per-image standardisation)."""
+PREPROCESS_MODES = ("channel-zscore", "mean-image")
+
+
+def fit_preprocess(raw: Raw, mode: str = "channel-zscore") -> dict:
+    """The spec a model is trained with.
+
+    "channel-zscore" (alviz): pixel scaling, then per-channel (images) or per-feature (vectors)
+    standardisation with statistics of the training split; CIFAR also standardises each image on
+    its own first. "mean-image" (the authors' main.py): pixel scaling (/255), then minus the
+    per-pixel mean image of the training split; CIFAR then standardises each image on its own
+    (tf.image.per_image_standardization), after augmentation when training."""
+    if mode == "mean-image":
+        return _fit_mean_image(raw)
     x = raw.x_train.astype(np.float64)
     spec = {"image": raw.image, "input_shape": list(raw.x_train.shape[1:]),
             "pixel_max": raw.pixel_max, "per_image_standardize": raw.per_image_standardize}
@@ -326,6 +338,19 @@ def fit_preprocess(raw: Raw) -> dict:
     return spec
 
 
+def _fit_mean_image(raw: Raw) -> dict:
+    x = raw.x_train.astype(np.float32)
+    if raw.pixel_max:
+        x = x / np.float32(raw.pixel_max)
+    mean_image = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    c = raw.x_train.shape[1]  # channels (images, N C H W) or features (vectors)
+    return {"image": raw.image, "input_shape": list(raw.x_train.shape[1:]), "pixel_max": raw.pixel_max,
+            "per_image_standardize": raw.per_image_standardize, "mode": "mean-image",
+            "mean_image": mean_image.reshape(-1).tolist(),
+            # kept so that a reader of the per-channel spec finds its keys: identity here
+            "mean": [0.0] * c, "std": [1.0] * c}
+
+
 def _per_image(x: np.ndarray) -> np.ndarray:
     flat = x.reshape(len(x), -1)
     m = flat.mean(1, keepdims=True)
@@ -333,8 +358,9 @@ def _per_image(x: np.ndarray) -> np.ndarray:
     return ((flat - m) / s).reshape(x.shape)
 
 
-def apply_preprocess(x: np.ndarray, spec: dict, source: str = "data") -> torch.Tensor:
-    """Turn raw samples into the float32 tensor a model trained with `spec` expects."""
+def apply_preprocess(x: np.ndarray, spec: dict, source: str = "data", standardize: bool = True) -> torch.Tensor:
+    """Turn raw samples into the float32 tensor a model trained with `spec` expects
+    (`standardize=False`: a "mean-image" spec stops before per-image standardisation)."""
     shape = tuple(spec["input_shape"])
     n = len(x)
     if x.shape[1:] != shape:
@@ -352,6 +378,11 @@ def apply_preprocess(x: np.ndarray, spec: dict, source: str = "data") -> torch.T
             xf = xf / np.float32(255.0)
         elif not (n and float(np.nanmax(np.abs(xf))) <= 1.0 + 1e-6):
             xf = xf / np.float32(pm)
+    if spec.get("mode") == "mean-image":
+        xf = xf - np.asarray(spec["mean_image"], np.float32).reshape(shape)[None]
+        if spec.get("per_image_standardize") and standardize:
+            xf = _per_image(xf).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(xf, dtype=np.float32))
     if spec.get("per_image_standardize"):
         xf = _per_image(xf).astype(np.float32)
     mean = np.asarray(spec["mean"], np.float32)
@@ -366,9 +397,15 @@ def apply_preprocess(x: np.ndarray, spec: dict, source: str = "data") -> torch.T
     return torch.from_numpy(np.ascontiguousarray(xf, dtype=np.float32))
 
 
-def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: dict | None = None) -> Data:
+def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: dict | None = None,
+                 mode: str = "channel-zscore", standardize_train: bool = True) -> Data:
+    """`mode`: the preprocessing to fit (when no `preprocess` spec is given; see `fit_preprocess`);
+    `standardize_train=False`: the training split stops before per-image standardisation (for the
+    authors' augmentation, which standardises after its random ops)."""
     raw = load_raw(name, data_dir=data_dir, test_fraction=test_fraction)
-    spec = preprocess if preprocess is not None else fit_preprocess(raw)
+    if mode not in PREPROCESS_MODES:
+        raise choice_error("preprocess", mode, PREPROCESS_MODES)
+    spec = preprocess if preprocess is not None else fit_preprocess(raw, mode)
     ys = np.concatenate([raw.y_train, raw.y_test])
     num_classes = int(ys.max()) + 1
     present = len(np.unique(ys))
@@ -379,7 +416,7 @@ def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: d
                         "samples); a run is evaluated on held-out samples: give more data or an x_test")
     return Data(
         name=name,
-        x_train=apply_preprocess(raw.x_train, spec, name),
+        x_train=apply_preprocess(raw.x_train, spec, name, standardize=standardize_train),
         y_train=torch.from_numpy(raw.y_train.astype(np.int64)),
         x_test=apply_preprocess(raw.x_test, spec, name),
         y_test=torch.from_numpy(raw.y_test.astype(np.int64)),
@@ -391,10 +428,57 @@ def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: d
         augment=raw.augment,
         class_names=raw.class_names or [str(i) for i in range(num_classes)],
         sha256=fingerprint(raw),
+        train_standardized=standardize_train or spec.get("mode") != "mean-image"
+        or not spec.get("per_image_standardize"),
     )
 
 
+# --------------------------------------------------------------------------- fixed order
+
+FIXED_ORDER_SEED = 20190614  # the one mixing of a class-sorted training split (shuffle: false)
+
+
+def fixed_order(y: torch.Tensor) -> torch.Tensor:
+    """The training order of `shuffle: false` (the authors feed their arrays in the same order every
+    epoch): the split's own order, except that a split stored sorted by class (mnist5k) is mixed
+    once by a permutation with a fixed seed, the same for every run and training seed (MNIST and
+    CIFAR as the authors load them come mixed; a class-sorted stream is not what they trained on)."""
+    n = len(y)
+    if n > 1 and bool((y[1:] >= y[:-1]).all()) and int(y[0]) != int(y[-1]):
+        return torch.randperm(n, generator=torch.Generator().manual_seed(FIXED_ORDER_SEED))
+    return torch.arange(n)
+
+
 # --------------------------------------------------------------------------- augmentation
+
+def augment_batch_authors(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+                          memory_format: torch.memory_format = torch.contiguous_format,
+                          standardize: bool = True) -> torch.Tensor:
+    """The authors' CIFAR training augmentation (`_parse_function_train` in their main.py), on a
+    batch of mean-subtracted images, in their order: zero-pad to 40 x 40 and random 32 x 32 crop,
+    random horizontal flip, random brightness (+ U[-63, 63], in float32 as TF adds it; the contrast
+    and standardisation below cancel it up to rounding), random contrast (per image a factor
+    U[0.2, 1.8] about each channel's mean), then per-image standardisation
+    (`standardize`; tf.image.per_image_standardization)."""
+    out = augment_batch(x, generator, pad)
+    b, dev = out.shape[0], out.device
+    delta = (torch.rand(b, device=dev, generator=generator) * 2.0 - 1.0) * 63.0
+    out = out + delta[:, None, None, None]
+    factor = 0.2 + 1.6 * torch.rand(b, device=dev, generator=generator)
+    m = out.mean(dim=(2, 3), keepdim=True)
+    out = (out - m) * factor[:, None, None, None] + m
+    if standardize:
+        out = per_image_standardize(out)
+    return out.contiguous(memory_format=memory_format)
+
+
+def per_image_standardize(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / max(std, 1 / sqrt(#values)) per sample (TF's per_image_standardization)."""
+    flat = x.reshape(len(x), -1)
+    m = flat.mean(1, keepdim=True)
+    s = flat.std(1, unbiased=False, keepdim=True).clamp_min(1.0 / flat.shape[1] ** 0.5)
+    return ((flat - m) / s).reshape(x.shape)
+
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:

@@ -32,6 +32,8 @@ def experiment_name(cfg: TrainConfig) -> str:
     name = cfg.preset or f"{cfg.arch}-{ds}-{cfg.activation}"
     if cfg.preset is None and cfg.depth and cfg.arch == "mlp" and cfg.depth != 2:
         name += f"-d{cfg.depth}"
+    if cfg.preset is None and cfg.recipe != "alviz":
+        name += f"-{cfg.recipe}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 

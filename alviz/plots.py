@@ -59,6 +59,7 @@ METHOD_STYLE = {
     "al-e2e": {"color": "#56b4e9", "marker": "D", "linestyle": "-.", "label": "AL-E2E"},
     "scpl": {"color": "#029e73", "marker": "^", "linestyle": "-", "label": "SCPL"},
     "dgl": {"color": "#cc78bc", "marker": "v", "linestyle": "-", "label": "DGL"},
+    "bp-authors": {"color": "#7f6d00", "marker": "P", "linestyle": (0, (5, 1, 1, 1)), "label": "BP (authors')"},
 }
 #: The order methods are listed and stacked in (others after, alphabetically).
 METHOD_ORDER = {m: i for i, m in enumerate(METHOD_STYLE)}

@@ -19,6 +19,8 @@ import re
 from .errors import UserError
 from .safeio import describe
 
+METHODS = ("al", "bp", "bp-authors")  # = config.METHODS (config imports this module; a test keeps them equal)
+
 MAX_CLASSES = 10_000  # a class label beyond MAX_CLASSES - 1 is refused (a model of a million classes is a typo)
 MAX_SEED = 2**32 - 1  # every generator alviz seeds (torch, numpy, openTSNE) accepts 0..2**32-1
 
@@ -184,7 +186,7 @@ META = Map(
      "preprocess": Map({}, text="a mapping (image, input_shape, mean, std, pixel_max, per_image_standardize)")},
     {"history": List(HISTORY_ROW), "class_names": CLASS_NAMES, "status": Str(("running", "complete")),
      "weights_sha256": SHA256, "data_sha256": SHA256, "n_train": COUNT, "n_test": COUNT,
-     "method": Str(("al", "bp")), "dataset": Str(), "augment": Bool()})
+     "method": Str(METHODS), "dataset": Str(), "augment": Bool()})
 
 _LAYER = Map({"name": Str(pattern=r"[A-Za-z_][A-Za-z0-9_]{0,63}", text="a layer name"), "file": Str(),
               "shape": List(COUNT, 1, 5, text="a list of 1 to 5 sizes")},
@@ -193,16 +195,16 @@ MANIFEST = Map(
     {"format": Str(("alviz-activations/1",)), "dtype": Str(("float32", "float16")), "pool": Str(("gap", "flatten")),
      "n_samples": COUNT, "labels_file": Str(), "ids_file": Str(), "layers": List(_LAYER, 0, 4096)},
     {"num_classes": CLASSES, "class_names": CLASS_NAMES, "checkpoint_sha256": SHA256, "data_sha256": Opt(SHA256),
-     "split": Str(("train", "test", "all")), "max_samples": Opt(Int(1)), "method": Str(("al", "bp")),
+     "split": Str(("train", "test", "all")), "max_samples": Opt(Int(1)), "method": Str(METHODS),
      "seed": SEED, "epoch": Opt(COUNT), "dataset": Str(), "dataset_name": Str()})
 
-_RUN_ROW = Map({"run": Str(), "method": Str(("al", "bp")), "seed": SEED, "status": Str()},
+_RUN_ROW = Map({"run": Str(), "method": Str(METHODS), "seed": SEED, "status": Str()},
                {"epoch": COUNT, "epochs": COUNT, "test_acc": Opt(Num(finite=False)), "error": Str()})
 SWEEP = Map(
     {"format": Str(("alviz-sweep/1",)), "base": Dict(Any(), text="a mapping of config keys"),
      "grid": Dict(List(Any(), 1), text="a mapping of config keys to non-empty lists"),
-     "methods": List(Str(("al", "bp")), 1, 2), "seeds": List(SEED, 1)},
-    {"per_method": Opt(Dict(Dict(Any()), text="a mapping of al/bp to config keys")),
+     "methods": List(Str(METHODS), 1, len(METHODS)), "seeds": List(SEED, 1)},
+    {"per_method": Opt(Dict(Dict(Any()), text="a mapping of methods to config keys")),
      "cells": List(Map({"name": Str()}, {"runs": List(_RUN_ROW)})), "description": Opt(Str()), "name": Opt(Str()),
      "created": Opt(Str())})
 

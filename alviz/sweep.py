@@ -435,7 +435,7 @@ def train_spec(spec: Spec, overrides: dict, methods=None, seeds=None, out=None, 
         return run_sweep(sw, force=force, progress=progress, log=log, command=command)
     from .experiment import train_experiment
 
-    methods = list(methods or ("al", "bp"))
+    methods = list(methods or ("al", "bp", "bp-authors"))
     cfgs = {m: cfgmod.from_dict(overrides, spec.for_method(m), source="command line") for m in methods}
     base = cfgmod.from_dict(overrides, spec.config, source="command line")
     seeds = list(seeds or [base.seed])

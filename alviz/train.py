@@ -18,6 +18,7 @@ write anything but the run directory.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -33,9 +34,10 @@ from . import checkpoint as ckpt
 from . import locks
 from . import snapshots as snapshot_spec
 from .config import TrainConfig, lr_multiplier, schedule_change
-from .data import Data, augment_batch, load_dataset
+from .data import Data, augment_batch, augment_batch_authors, fixed_order, load_dataset
 from .errors import UserError
 from .models import create_model, resolve_shape_defaults
+from .recipe import TFAdam, split_l2_groups, step_multiplier
 
 
 class Diverged(UserError):
@@ -87,11 +89,18 @@ def epoch_order(seed: int, epoch: int, n: int, device: torch.device, augment: bo
 def resolve_data(cfg: TrainConfig, data: Data | None) -> tuple[Data, bool]:
     """The run's data (loaded unless given) and whether to augment it (the data set's default
     unless the config says)."""
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    mode = cfg.preprocess or "channel-zscore"
+    if data is None or data.preprocess.get("mode", "channel-zscore") != mode:  # given data of another recipe
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, mode=mode)
     augment = data.augment if cfg.augment is None else cfg.augment
     if augment and len(data.input_shape) != 3:
         raise UserError(f"augment needs image data; {cfg.dataset} gives vectors")
+    # the authors' augmentation standardises each image after its random ops: keep x_train before it
+    late = bool(augment and cfg.augment_ops == "authors" and mode == "mean-image"
+                and data.preprocess.get("per_image_standardize"))
+    if late == data.train_standardized:
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, mode=mode,
+                            standardize_train=not late)
     return data, augment
 
 
@@ -198,13 +207,15 @@ def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.opti
     decoders, has dozens). `fused_adam: true` takes the fused kernel on the CPU too: one pass over
     each tensor instead of about ten, no temporaries (1.5-1.7x faster AL steps at batch 32 for the
     paper's n = 1,024 MLP, BENCHMARKS.md), but it rounds differently (weights differ in the last
-    bits after a step, so a run is no longer the reference's to the bit)."""
+    bits after a step, so a run is no longer the reference's to the bit). `optimizer: sgd`: SGD
+    with momentum (DGL's reference); `adam_eps: tf`: TF 1's epsilon placement (recipe.py)."""
     fused = device.type == "cuda" or bool(getattr(cfg, "fused_adam", False))
     kw = {"fused": True} if fused else {"foreach": True}
     if getattr(cfg, "optimizer", "adam") == "sgd":  # SGD with momentum (DGL's reference code)
         kw = {"foreach": True} if device.type != "cuda" else {"fused": True}
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
-    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    adam = TFAdam if cfg.adam_eps == "tf" else torch.optim.Adam
+    return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
 def compile_losses(model):
@@ -286,13 +297,16 @@ def _epoch_stats(keys, blocks, batch_sizes, correct) -> EpochStats:
 def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, *, batch_size: int,
                 losses_fn=None, aug_gen: torch.Generator | None = None, amp: bool = False,
                 on_nan: str = "stop", channels_last: bool = False, bar=None,
-                nan_check_every: int = NAN_CHECK_EVERY, step_hook=None) -> EpochStats:
+                nan_check_every: int = NAN_CHECK_EVERY, step_hook=None, augment_fn=None,
+                lr_hook=None) -> EpochStats:
     """One pass over `x[perm]`, `y[perm]` (all on the model's device) in batches of `batch_size`.
 
     `losses_fn(x, y) -> (losses, scores)` defaults to `model.losses` (a compiled version may be given);
     `aug_gen`: augment each batch (`augment_batch`) with this generator; `bar`: a tqdm bar advanced
     once per step; `step_hook(step)`: called after each optimiser step (0-based step of this epoch;
-    the test-only fault hook). Raises `NonFiniteLoss` at the first check after a loss became NaN/inf
+    the test-only fault hook); `augment_fn(x, generator, memory_format=...)`: the augmentation
+    (default `augment_batch`); `lr_hook(step)`: called before each optimiser step (a per-step
+    learning-rate schedule). Raises `NonFiniteLoss` at the first check after a loss became NaN/inf
     when `on_nan == 'stop'`."""
     losses_fn = losses_fn or model.losses
     device = x.device
@@ -307,11 +321,13 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor
         xb = x[idx] if channels_last else x.index_select(0, idx)
         yb = y.index_select(0, idx)
         if aug_gen is not None:
-            xb = augment_batch(xb, aug_gen, memory_format=fmt)
+            xb = (augment_fn or augment_batch)(xb, aug_gen, memory_format=fmt)
         with _autocast(device, amp):
             losses, scores = losses_fn(xb, yb)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        if lr_hook is not None:
+            lr_hook(step)
         opt.step()
         if keys is None:
             keys = [k for k in losses if k != "loss"] + ["loss"]
@@ -368,7 +384,7 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    groups = model.param_groups(cfg.lr, cfg.lr_gh_factor)
+    groups = split_l2_groups(model.param_groups(cfg.lr, cfg.lr_gh_factor), model, cfg.arch, cfg.l2 or 0.0)
     base_lrs = [g["lr"] for g in groups]
     opt = make_optimizer(groups, cfg, device)
 
@@ -395,6 +411,10 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
     bs = cfg.batch_size
     steps = math.ceil(n / bs)
     losses_fn = compile_losses(model) if cfg.compile else model.losses
+    order = fixed_order(data.y_train).to(device) if cfg.shuffle is False else None
+    augment_fn = None
+    if cfg.augment_ops == "authors":
+        augment_fn = functools.partial(augment_batch_authors, standardize=not data.train_standardized)
     t_start = time.perf_counter()
     bar = None
     if progress:
@@ -410,12 +430,20 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
             mult = lr_multiplier(cfg, epoch)
             set_lrs(opt, base_lrs, mult)
             perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
+            if order is not None:  # shuffle: false, the same order every epoch
+                perm = order
+            lr_hook = None
+            if cfg.schedule == "authors":  # per step over the whole run, as the authors' lr_scheduling
+                def lr_hook(s, base=epoch * steps, total=steps * cfg.epochs):
+                    set_lrs(opt, base_lrs, step_multiplier(base + s, total))
+                mult = step_multiplier(epoch * steps + steps - 1, steps * cfg.epochs)  # logged: the last step's
             t0 = time.perf_counter()
             try:
                 hook = (lambda s, base=epoch * steps: ckpt.fault("step", base + s + 1)) if faults else None
                 st = train_epoch(model, opt, x_tr, y_tr, perm, batch_size=bs, losses_fn=losses_fn,
                                  aug_gen=aug_gen, amp=cfg.amp, on_nan=cfg.on_nan,
-                                 channels_last=channels_last, bar=bar, step_hook=hook)
+                                 channels_last=channels_last, bar=bar, step_hook=hook,
+                                 augment_fn=augment_fn, lr_hook=lr_hook)
             except NonFiniteLoss as e:
                 _diverged(e.stats.keys, e.stats.first_bad, epoch, run)
             train_seconds = time.perf_counter() - t0

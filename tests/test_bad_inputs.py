@@ -139,7 +139,7 @@ CASES = {
                        ["unknown device 'tpu'", "allowed: auto, cpu, cuda, cuda:N"]),
     "cuda-not-there-train": ("train --dataset npz:{tiny} --device {cuda} --out {W}/out/new --quiet",
                              [f"device '{CUDA}'", CUDA_MSG]),
-    "method-choice": ("train --method xx", ["Invalid value for '--method'", "'al', 'bp'", "'both'"]),
+    "method-choice": ("train --method xx", ["Invalid value for '--method'", "'al', 'bp', 'bp-authors'", "'both', 'all'"]),
     "epochs-not-an-integer": ("train --epochs abc", ["'abc' is not a valid integer"]),
     "epochs-zero": ("train --dataset npz:{tiny} {T} --epochs 0", ["epochs must be a positive integer; received 0"]),
     "lr-negative": ("train --dataset npz:{tiny} {T} --lr -1", ["lr must be a positive number; received -1.0"]),

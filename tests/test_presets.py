@@ -9,7 +9,7 @@ import yaml
 from alviz import data as datamod
 from alviz.cli import main
 from alviz.errors import UserError
-from alviz.models import create_model
+from alviz.models import create_model, resolve_shape_defaults
 from alviz.presets import PRESET_DIR, list_presets, load_preset, load_spec, preset_names, preset_text
 from alviz.sweep import grid_cells
 
@@ -41,7 +41,7 @@ def test_preset_loads_builds_and_is_a_config_file(name):
             cfg = spec.for_method(method).replace(**values)
             with torch.device("meta"):  # the paper's AL nets have up to 200M parameters: no memory here
                 model = create_model(cfg, shape, classes)
-            assert model.method == method and model.depth == cfg.depth
+            assert getattr(model, "recipe_method", model.method) == method and model.depth == cfg.depth
             assert sum(p.numel() for p in model.parameters()) > 0
     # `alviz train --config` reads the same file to the same configs (only the preset label differs)
     as_file = load_spec(config_file=PRESET_DIR / f"{name}.yaml")
@@ -52,20 +52,27 @@ def test_preset_loads_builds_and_is_a_config_file(name):
 def test_paper_values():
     m = load_preset("mnist-mlp")
     assert (m.dataset, m.arch, m.depth, m.width, m.activation) == ("mnist", "mlp", 2, 1024, "elu")
-    assert (m.epochs, m.batch_size, m.lr, m.schedule, m.milestones, m.gamma) == (200, 32, 1e-4, "step",
-                                                                                 [0.4, 0.6, 0.8], 0.1)
+    assert (m.epochs, m.batch_size, m.lr, m.recipe) == (200, 32, 1e-4, "authors")
+    r = resolve_shape_defaults(m)  # the authors' per-step schedule (x0.1 at 40/60/80 %, x0.5 at 90 %) etc.
+    assert (r.schedule, r.init, r.preprocess, r.shuffle, r.l2) == ("authors", "he-normal", "mean-image", False, 0.0)
+    for name in preset_names():  # every paper preset and its quick variant: the authors' recipe
+        if not name.startswith("sigmoid"):
+            assert load_preset(name).recipe == "authors", name
     widths = {"mnist-cnn": 256, "cifar10-mlp": 3000, "cifar100-mlp": 3000, "cifar10-cnn": 256, "cifar100-cnn": 500,
               "cifar10-vgg": 300, "cifar100-vgg": 500, "cifar10-resnet20": 300, "cifar100-resnet32": 500}
     for name, n in widths.items():
         assert load_preset(name).width == n, name
     assert load_preset("cifar10-cnn").augment is True and load_preset("mnist-cnn").augment is False
-    r = load_spec("cifar10-resnet32")
-    assert r.per_method == {"bp": {"lr": 1e-3}}
-    assert r.for_method("bp").lr == 1e-3 and r.for_method("al").lr == 1e-4
+    r = load_spec("cifar10-resnet32")  # the authors' main.py: lr 1e-3 for every 'ResNet*' model, AL included
+    assert r.per_method == {}
+    assert r.for_method("bp").lr == 1e-3 and r.for_method("al").lr == 1e-3 and r.for_method("bp-authors").lr == 1e-3
+    assert resolve_shape_defaults(load_spec("cifar100-resnet20").for_method("bp-authors")).l2 == 5e-4
     assert load_spec("cifar10-vgg").per_method == {}
     s = load_spec("sigmoid-study")
     assert s.config.activation == "sigmoid" and s.config.dataset == "mnist5k"
-    assert (s.sweep.grid, s.sweep.methods, s.sweep.seeds) == ({"depth": [2, 4, 6, 8]}, ["al", "bp"], [0, 1, 2])
+    assert (s.sweep.grid, s.sweep.methods, s.sweep.seeds) == ({"depth": [2, 4, 6, 8]}, ["al", "bp", "bp-authors"],
+                                                                 [0, 1, 2])
+    assert s.config.recipe == "alviz" and s.config.schedule == "none"
 
 
 @pytest.mark.parametrize("name", PAPER_NETS)
@@ -88,7 +95,7 @@ def test_presets_command_lists_and_prints(capsys):
     assert len(list_presets()) == len(preset_names())
     assert main(["presets", "cifar10-resnet20"]) == 0
     text = capsys.readouterr().out
-    assert text == preset_text("cifar10-resnet20") and yaml.safe_load(text)["per_method"] == {"bp": {"lr": 1e-3}}
+    assert text == preset_text("cifar10-resnet20") and yaml.safe_load(text)["recipe"] == "authors"
 
 
 def test_unknown_preset_lists_the_valid_ones(capsys):

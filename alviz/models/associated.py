@@ -16,8 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# "tanh-ce": tanh in g, h and b and cross-entropy for the first auto-encoder loss. An alviz variant
+# named after the ICLR-2022 follow-up's idea; it is NOT the model of github Hibb-bb/AL (an NLP code
+# base: ELU activations, bias-free one-layer bridges, embedding/LSTM/transformer encoders).
+# "iclr2022" is its old name, still read so that older checkpoints load.
+TANH_CE = ("tanh-ce", "iclr2022")
+
+
 def _act(variant):
-    return nn.Tanh() if variant == "iclr2022" else nn.Sigmoid()
+    return nn.Tanh() if variant in TANH_CE else nn.Sigmoid()
 
 
 class Bridge(nn.Sequential):
@@ -59,9 +66,9 @@ class ALModel(nn.Module):
         self.bridges = nn.ModuleList(Bridge(d, n, _act(variant), _act(variant), bridge_pool)
                                      for d in feat_shapes)  # b_i
         self.label_encoders = nn.ModuleList(Dense(C if i == 0 else n, n, _act(variant)) for i in range(L))  # g_i
-        # h_1 decodes to class scores; with the iclr2022 variant it gives logits for cross-entropy
+        # h_1 decodes to class scores; with the tanh-ce variant it gives logits for cross-entropy
         self.decoders = nn.ModuleList(
-            Dense(n, C if i == 0 else n, None if (i == 0 and variant == "iclr2022") else _act(variant))
+            Dense(n, C if i == 0 else n, None if (i == 0 and variant in TANH_CE) else _act(variant))
             for i in range(L))  # h_i
 
     @property
@@ -110,7 +117,7 @@ class ALModel(nn.Module):
         b = self.bridges[i](s)
         assoc = F.mse_loss(b, t.detach())
         rec = self.decoders[i](t)
-        if i == 0 and self.variant == "iclr2022":
+        if i == 0 and self.variant in TANH_CE:
             ae = F.cross_entropy(rec, y)
         else:
             ae = F.mse_loss(rec, t_prev.detach())
