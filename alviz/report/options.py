@@ -29,9 +29,10 @@ FIGURES = {
     "fig_exits": "AL's test accuracy at each exit depth",
     "fig_study": "accuracy and separation across experiments (study reports only)",
 }
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: panels start from the shared reference embedding
 TSNE_ITER = 500
 TSNE_PCA = 50
+NEIGHBOURS = 8  # nearest neighbours per point and panel, listed when a point is pinned
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Options:
     ``train_samples`` caps the training samples the k-NN and probe measures learn from;
     ``tsne_samples`` points (stratified, the same in every panel) are embedded with
     ``perplexity``, ``tsne_jobs`` threads; ``seed`` seeds every sample and t-SNE;
-    ``device`` runs the extraction."""
+    ``device`` runs the extraction; ``export`` also writes the t-SNE points (CSV, NPZ) and a
+    TensorBoard projector bundle under ``export/``."""
 
     max_samples: int | None = None
     train_samples: int = 5000
@@ -50,6 +52,7 @@ class Options:
     tsne_jobs: int = 1
     device: str = "cpu"
     seed: int = 0
+    export: bool = False
 
     def validate(self) -> "Options":
         for name in ("train_samples", "tsne_samples", "tsne_jobs"):
