@@ -118,7 +118,7 @@ D.rows.forEach(function (r, ri) {
 });
 function layout() {
   var narrow = narrowQ && narrowQ.matches, n = narrow ? R : C;
-  grid.style.gridTemplateColumns = '1.4em repeat(' + n + ',minmax(0,1fr))';
+  grid.style.gridTemplateColumns = '1.4em repeat(' + n + ',minmax(0,' + (narrow ? '1fr' : '340px') + '))';
   function at(e, row, col) { e.style.gridRow = String(row); e.style.gridColumn = String(col); }
   at(corner, 1, 1);
   colHeads.forEach(function (t, ci) { if (narrow) at(t, ci + 2, 1); else at(t, 1, ci + 2); t.className = narrow ? 'head side' : 'head top'; });
@@ -312,7 +312,12 @@ window.alvizViewer = {
   total: N,
   filters: FILTERS.map(function (f) { return f[0]; }),
   pinned: function () { return S.pin >= 0 ? D.ids[S.pin] : null; },
-  active: function () { return S.active ? views.indexOf(S.active) : -1; }
+  active: function () { return S.active ? views.indexOf(S.active) : -1; },
+  panels: function () { return views.length; },
+  screen: function (vi, i) {  // client coordinates of point i in panel vi
+    var v = views[vi], r = v.cv.getBoundingClientRect(), q = px(v, i), d = r.width / v.cv.width;
+    return [r.left + q[0] * d, r.top + q[1] * d];
+  }
 };
 layout();
 refilter();
