@@ -101,7 +101,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--method", type=click.Choice(["al", "bp", "both"]), default="both", show_default=True)
+@click.option("--method", type=click.Choice(["al", "bp", "both"]), default="both", show_default=True,
+              help="which learning rule(s) to train, with the same seed and data order")
 @_config_options(with_seed=True)
 @click.option("--seeds", default=None, help=_d("several seeds, e.g. 0,1,2 (one run per method and seed)", "--seed"))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -165,7 +166,7 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--dataset", default=None, help="data set to evaluate on [the run's own]")
+@click.option("--dataset", default=None, help=_d("data set to evaluate on", "the run's own"))
 @click.option("--split", default="test", show_default=True, help="train, test or all")
 @click.option("--data-dir", default=None, help=_d("where torchvision data sets live", "the run's"))
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="samples per forward pass")
@@ -229,16 +230,16 @@ def layers(run_dir, as_json):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--dataset", default=None, help="data set to extract on [the run's own]")
+@click.option("--dataset", default=None, help=_d("data set to extract on", "the run's own"))
 @click.option("--split", default="test", show_default=True, help="train, test or all")
-@click.option("--max-samples", type=int, default=None, help="a seeded stratified sample of this size [all]")
+@click.option("--max-samples", type=int, default=None, help=_d("a seeded stratified sample of this size", "all"))
 @click.option("--dtype", default="float32", show_default=True, help="float32 or float16")
-@click.option("--layers", "layer_names", default=None, help="comma-separated names (see `alviz layers RUN`) [all]")
+@click.option("--layers", "layer_names", default=None, help=_d("comma-separated names (see `alviz layers RUN`)", "all"))
 @click.option("--pool", default="gap", show_default=True, help="4-D maps: gap (mean per channel) or flatten")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="samples per forward pass")
 @click.option("--force", is_flag=True, help="extract again even if a matching set exists")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
-@click.option("--data-dir", default=None, help="where torchvision data sets live [the run's]")
+@click.option("--data-dir", default=None, help=_d("where torchvision data sets live", "the run's"))
 def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batch_size, force, device, data_dir):
     """Stream hidden-layer activations of a run (or every run of an experiment) to .npy files."""
     from .experiment import find_runs
@@ -268,11 +269,12 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", default="reports", show_default=True, help="reports go to OUT/<experiment>/")
 @click.option("--max-samples", type=int, default=None,
-              help="held-out samples to measure (stratified) [all]; also caps the training samples")
+              help=_d("held-out samples to measure (stratified); also caps the training samples", "all"))
 @click.option("--train-samples", type=int, default=5000, show_default=True,
               help="training samples the k-NN and linear probe learn from")
 @click.option("--tsne-samples", type=int, default=2000, show_default=True, help="points per t-SNE panel")
-@click.option("--perplexity", type=float, default=30.0, show_default=True)
+@click.option("--perplexity", type=float, default=30.0, show_default=True,
+              help="t-SNE perplexity (lowered to (points - 1) / 3 for few points)")
 @click.option("--no-tsne", is_flag=True, help="skip t-SNE (faster)")
 @click.option("--tsne-jobs", type=int, default=1, show_default=True,
               help="openTSNE threads (-1: all cores; 1 is fastest on a busy CPU)")
@@ -302,9 +304,9 @@ def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no
 @cli.command()
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
-@click.option("--csv", "csv_path", default=None, help="CSV to write [OUT/<experiment of A>/compare-A-vs-B.csv]")
+@click.option("--csv", "csv_path", default=None, help=_d("CSV to write", "OUT/<experiment of A>/compare-A-vs-B.csv"))
 @click.option("--out", default="reports", show_default=True, help="report folder root (caches, default CSV)")
-@click.option("--max-samples", type=int, default=None, help="held-out samples to measure [all]")
+@click.option("--max-samples", type=int, default=None, help=_d("held-out samples to measure", "all"))
 @click.option("--train-samples", type=int, default=5000, show_default=True,
               help="training samples the k-NN and linear probe learn from")
 @click.option("--device", default="auto", show_default=True, help="device for extraction: auto, cpu, cuda, cuda:N")
