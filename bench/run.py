@@ -25,7 +25,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-NAMES = ("train", "metrics", "extract", "analyze", "parallel")
+NAMES = ("train", "metrics", "extract", "analyze", "parallel", "viewer")
 
 
 def machine() -> dict:

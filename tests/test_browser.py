@@ -210,3 +210,19 @@ def test_a_real_report_loads_clean(browser, tmp_path, artifacts):
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(artifacts / f"report-{width}.png"), full_page=True)
         page.close()
+
+
+def test_bench_viewer_quick(tmp_path):
+    """bench/bench_viewer.py runs (quick: 200 points) and writes the figures it promises."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "viewer.json"
+    r = subprocess.run([sys.executable, "bench/bench_viewer.py", "--quick", "--json", str(out)], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["points"] == 200 and res["page_mb"] > 0 and res["open_to_first_frame_s"]["median"] > 0
+    assert "| points | panels |" in r.stdout

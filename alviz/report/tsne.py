@@ -1,10 +1,11 @@
 """The t-SNE grid of an experiment: rows are methods, columns are positions on the inference
 path, the same stratified held-out samples in every panel; panels come from the cache or are
 computed (possibly in worker threads beside the measures). Layouts are made comparable: one
-reference panel (the first row's deepest layer) is embedded first and every other panel starts
-from its positions, then each is Procrustes-aligned onto it; how far each class's centroid still
-moves is measured (``shift``). Also each panel's nearest neighbours in the layer itself, and the
-runs' per-sample predictions where the activation sets hold them.
+reference panel (the one whose points' nearest neighbours in the layer most often share their
+class) is embedded first and every other panel starts from its positions, then each is
+Procrustes-aligned onto it; how far each class's centroid still moves is measured (``shift``).
+Also each panel's nearest neighbours in the layer itself, and the runs' per-sample predictions
+where the activation sets hold them.
 
 What this is not: no t-SNE algorithm (``alviz.embed``), no drawing (``figures``, ``viewer``).
 """
@@ -114,11 +115,18 @@ class TsneJob:
                 self.items[k] = (Z, f"{slug(info.name)}-{slug(name)}-", f"{info.name}/{name}")
         if not self.items:
             return
-        first = grid_runs[0].method
-        # the shared reference: the first row's deepest panel; it is embedded first (PCA
-        # initialisation) and every other panel starts from its positions, so a class sits in
-        # the same region of every panel
-        self.ref_key = next((first, p) for p in reversed(cols) if (first, p) in self.items)
+        from ..embed import neighbours
+
+        # each point's nearest neighbours in the layer itself (listed by the viewer), and how
+        # often they share its class; the shared reference is the panel where they do most (the
+        # clearest class layout; ties: the earlier run, the deeper layer). It is embedded first
+        # (PCA initialisation) and every other panel starts from its positions, so a class sits
+        # in the same region of every panel
+        self.neighbours = {k: neighbours(Z, NEIGHBOURS, pca_dims=TSNE_PCA, seed=opts.seed)
+                           for k, (Z, _, _) in self.items.items()}
+        agree = {k: float((labels[nn] == labels[:, None]).mean()) for k, nn in self.neighbours.items()}
+        rank = {m: r for r, m in enumerate(i.method for i in grid_runs)}
+        self.ref_key = max(self.items, key=lambda k: (round(agree[k], 6), -rank[k[0]], k[1]))
         self.ref_ready = threading.Event()
         for k in [self.ref_key] + [k for k in self.items if k != self.ref_key]:
             if not self._from_cache(k):
@@ -197,7 +205,7 @@ class TsneJob:
             self.log(f"t-SNE {what}: {len(Z)} points in {time.perf_counter() - t:.1f}s")
 
     def result(self):
-        from ..embed import centroid_shift, neighbours, procrustes_align
+        from ..embed import centroid_shift, procrustes_align
 
         if self.error is not None:
             raise self.error
@@ -213,11 +221,10 @@ class TsneJob:
         # the reference panel, in units of the reference panel's radius (reported per panel)
         panels = {k: procrustes_align(Y, ref, scale=True) for k, Y in self.raw.items()}
         shift = {k: centroid_shift(Y, panels[self.ref_key], self.plan["labels"]) for k, Y in panels.items()}
-        nn = {k: neighbours(self.Z[k], NEIGHBOURS, pca_dims=TSNE_PCA, seed=self.opts.seed) for k in panels}
         self.log(f"t-SNE: {len(panels)} panels of {self.plan['n']} points ({self.computed} computed, "
                  f"{self.hits} from cache) in {time.perf_counter() - self.t0:.1f}s")
         return {**self.plan, "panels": panels, "titles": self.titles, "reference": self.ref_key,
-                "perplexity": self.perp, "shift": shift, "neighbours": nn, "Z": self.Z}
+                "perplexity": self.perp, "shift": shift, "neighbours": self.neighbours, "Z": self.Z}
 
 
 def tsne_panels(infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
