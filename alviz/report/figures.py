@@ -110,7 +110,7 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
                 f"layers along the inference path, rows: methods ({runs}). Each panel is "
                 f"started from the embedding of the {plots.method_style(ref[0])['label']} {tsne_data['titles'][ref]} "
                 f"panel (the reference) and then Procrustes-aligned (rotation, reflection, scale) onto it, so a "
-                f"class sits in the same region of every panel; points drawn in a seeded random order; colours: "
+                f"class tends to keep its region (each panel's class-centroid shift is in the report); points drawn in a seeded random order; colours: "
                 + ("class groups." if groups else "classes."))}
 
         hist = [{"method": i.method, "seed": i.seed, "history": i.history,

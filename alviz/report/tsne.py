@@ -120,8 +120,8 @@ class TsneJob:
         # each point's nearest neighbours in the layer itself (listed by the viewer), and how
         # often they share its class; the shared reference is the panel where they do most (the
         # clearest class layout; ties: the earlier run, the deeper layer). It is embedded first
-        # (PCA initialisation) and every other panel starts from its positions, so a class sits
-        # in the same region of every panel
+        # (PCA initialisation) and every other panel starts from its positions, so classes tend
+        # to keep their region across panels (how far they still move: ``shift``)
         self.neighbours = {k: neighbours(Z, NEIGHBOURS, pca_dims=TSNE_PCA, seed=opts.seed)
                            for k, (Z, _, _) in self.items.items()}
         agree = {k: float((labels[nn] == labels[:, None]).mean()) for k, nn in self.neighbours.items()}

@@ -154,7 +154,8 @@ def viewer_block(payload: dict) -> tuple[str, str]:
                  "pins it and lists its nearest neighbours in that layer. Labels sit at each class's "
                  "centroid; every panel starts from the layout of the reference panel"
                  + (f" ({payload['reference']})" if payload.get("reference") else "")
-                 + ", so a class sits in the same region of every panel.</p><div id=\"tv\"></div>"
+                 + ", so classes tend to keep their region; how far each panel's classes still move from "
+                 "it is given below the grid.</p><div id=\"tv\"></div>"
                  f"<script type=\"application/json\" id=\"alviz-tsne\">{script_json(payload)}</script>"
                  f"<script>{asset('viewer.js')}</script>")
     md = ("The interactive t-SNE viewer (filters by class and correctness, search by sample id, pinned "
