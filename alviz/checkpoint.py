@@ -34,6 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import config as config_mod
+from . import safeio, schema
 from .errors import UserError, refuse_pickle
 
 FORMAT = "alviz-run/1"
@@ -155,10 +156,18 @@ def _move_staged(run: Path, epoch: int | None = None) -> None:
     fsync_path(run)
 
 
+def refuse_link(path: Path) -> None:
+    """alviz never follows a link it did not make out of a run: a link named like its own files is an error."""
+    if path.is_symlink():
+        raise UserError(f"{path} is a symbolic link (to {os.readlink(path)}); alviz never follows links out of a "
+                        "run folder: remove the link")
+
+
 def recover(run_dir: str | os.PathLike) -> None:
     """Finish or drop an interrupted save in `run_dir` (see the module docstring)."""
     run = Path(run_dir)
     staging = run / STAGING
+    refuse_link(staging)
     if not staging.is_dir():
         return
     if (staging / COMPLETE).is_file():
@@ -168,6 +177,7 @@ def recover(run_dir: str | os.PathLike) -> None:
 
 def _commit(run: Path, files: dict[str, bytes], epoch: int | None = None) -> None:
     staging = run / STAGING
+    refuse_link(staging)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name, data in files.items():
@@ -196,8 +206,8 @@ def _save_failed(run: Path, epoch: int, err: OSError) -> SaveFailed:
                          "complete in .staging and is installed the next time the run is opened")
     shutil.rmtree(run / STAGING, ignore_errors=True)
     try:
-        kept = json.loads((run / "meta.json").read_text(encoding="utf-8")).get("epoch")
-    except (OSError, ValueError, AttributeError):
+        kept = read_json(run / "meta.json", "JSON written by alviz").get("epoch")
+    except (OSError, UserError, AttributeError):
         kept = None
     prev = (f"the previous checkpoint (epoch {kept}) is kept" if kept is not None
             else "no earlier checkpoint exists")
@@ -224,24 +234,32 @@ def _state_to_safetensors(state: dict[str, torch.Tensor], metadata: dict[str, st
     return st_save(tensors, metadata={**metadata, "tensors_sha256": _tensors_sha256(tensors)})
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], bytes]:
+    """(tensors, header metadata, the file's bytes) of a run's safetensors file: a regular file
+    inside its run, no larger than half the memory, header bounded, tensors_sha256 checked."""
     try:
-        data = path.read_bytes()
+        data = safeio.read_bytes(path, "a safetensors file written by alviz", limit=safeio.memory_cap(),
+                                 inside=path.parent)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; the run directory is incomplete") from None
     refuse_pickle(data[:8], path, "a safetensors file written by alviz", lead="not a valid safetensors file: it ")
     try:
-        tensors = st_load(data)
         n = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + n])
-    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
+        if len(data) < 8 or n > len(data) - 8:
+            raise ValueError(f"the header claims {n} bytes; the file holds {max(len(data) - 8, 0)}")
+        header = safeio.parse_json(data[8:8 + n], path, "a safetensors header")
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError, UserError) as e:
         raise UserError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]}); "
                         "alviz only reads weights written as safetensors") from None
-    meta = header.get("__metadata__", {}) or {}
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    meta = meta or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise UserError(f"{path}: not a valid safetensors file (its __metadata__ is not a mapping of text)")
     if "tensors_sha256" in meta and _tensors_sha256(tensors) != meta["tensors_sha256"]:
         raise UserError(f"{path}: corrupted: its tensors differ from the sha256 recorded in its header when "
                         "alviz saved it; restore the file from a copy, or retrain")
-    return tensors, meta
+    return tensors, meta, data
 
 
 def optimizer_to_bytes(opt: torch.optim.Optimizer, epoch: int) -> bytes:
@@ -260,10 +278,10 @@ def optimizer_to_bytes(opt: torch.optim.Optimizer, epoch: int) -> bytes:
 
 
 def optimizer_from_file(opt: torch.optim.Optimizer, path: Path) -> int:
-    tensors, meta = _read_safetensors(path)
+    tensors, meta, _ = _read_safetensors(path)
     try:
-        groups = json.loads(meta["param_groups"])
-        scalars = json.loads(meta.get("scalars", "{}"))
+        groups = safeio.parse_json(meta["param_groups"].encode(), path, "optimiser settings")
+        scalars = safeio.parse_json(meta.get("scalars", "{}").encode(), path, "optimiser settings")
         state: dict[int, dict] = {}
         for key, v in tensors.items():
             _, pid, name = key.split(".", 2)
@@ -276,8 +294,8 @@ def optimizer_from_file(opt: torch.optim.Optimizer, path: Path) -> int:
                 g["betas"] = tuple(g["betas"])
         opt.load_state_dict({"state": state, "param_groups": groups})
         return int(meta["epoch"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise UserError(f"{path}: optimiser state does not match this model ({e})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        raise UserError(f"{path}: optimiser state does not match this model ({str(e)[:200]})") from None
 
 
 # --------------------------------------------------------------------------- runs
@@ -329,66 +347,55 @@ def read_config(run_dir):
 
 
 def read_json(path, what: str):
-    """Parse a JSON file alviz wrote; a pickle is refused by name and bad JSON is a UserError.
-    FileNotFoundError is left to the caller, which knows what a missing file means."""
-    raw = Path(path).read_bytes()
-    refuse_pickle(raw[:8], path, what)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    """Parse a JSON file alviz wrote, boundedly (alviz.safeio: a regular file, size and nesting
+    capped, a pickle refused by name); FileNotFoundError is left to the caller, which knows what
+    a missing file means."""
+    return safeio.read_json(path, what)
 
 
 def read_meta(run_dir) -> dict:
-    p = Path(run_dir) / "meta.json"
+    """meta.json of `run_dir`, checked whole against `schema.META` and across its fields."""
+    run = Path(run_dir)
+    p = run / "meta.json"
     try:
-        meta = read_json(p, "JSON written by alviz")
+        meta = safeio.read_json(p, "JSON written by alviz", inside=run)
     except FileNotFoundError:
-        raise UserError(f"{p}: file not found; is {Path(run_dir)} an alviz run directory?") from None
+        raise UserError(f"{p}: file not found; is {run} an alviz run directory?") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{p}: not an alviz run (format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                        f"expected {FORMAT!r})")
+        raise UserError(f"{p}: not an alviz run (format "
+                        f"{safeio.describe(meta.get('format')) if isinstance(meta, dict) else None}, expected {FORMAT!r})")
     for key in ("input_shape", "num_classes", "preprocess", "epoch"):
         if key not in meta:
             raise UserError(f"{p}: missing key {key!r}")
+    schema.check(meta, schema.META, p)
     _check_meta(meta, p)
     return meta
 
 
-def _count(v, least: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= least
-
-
 def _check_meta(meta: dict, p: Path) -> None:
-    """The fields a model is rebuilt and fed from must have the types alviz wrote."""
+    """What the schema cannot say: preprocessing statistics per input feature (or channel), finite,
+    with positive spreads; a history row per epoch."""
     def bad(key, value, allowed):
-        raise UserError(f"{p}: {key} is {value!r}; allowed: {allowed}")
+        raise UserError(f"{p}: {key} is {safeio.describe(value)}; allowed: {allowed}")
 
-    shape = meta["input_shape"]
-    if not (isinstance(shape, list) and 1 <= len(shape) <= 3 and all(_count(s, 1) for s in shape)):
-        bad("input_shape", shape, "a list of 1 to 3 positive integers")
-    if not _count(meta["num_classes"], 1):
-        bad("num_classes", meta["num_classes"], "a positive integer")
-    if not _count(meta["epoch"]):
-        bad("epoch", meta["epoch"], "a non-negative integer")
-    pre = meta["preprocess"]
-    if not isinstance(pre, dict):
-        bad("preprocess", pre, "a mapping (image, input_shape, mean, std, pixel_max, per_image_standardize)")
+    shape, pre = meta["input_shape"], meta["preprocess"]
     n_stats = shape[0] if pre.get("image") else int(torch.Size(shape).numel())
-    for key in ("mean", "std"):
+    for key, node in (("mean", schema.Num()), ("std", schema.Num(positive=True))):
         v = pre.get(key)
-        if not (isinstance(v, list) and len(v) == n_stats and all(
-                isinstance(a, (int, float)) and not isinstance(a, bool) for a in v)):
+        if not (isinstance(v, list) and len(v) == n_stats):
             bad(f"preprocess.{key}", v, f"a list of {n_stats} numbers")
+        schema.check(v, schema.List(node, text=f"a list of {n_stats} {node.text}s"), f"{p}: preprocess.{key}")
     if pre.get("input_shape") != shape or not isinstance(pre.get("image"), bool):
         bad("preprocess", {k: pre.get(k) for k in ("input_shape", "image")},
             f"input_shape {shape} (as meta.json's) and image true or false")
-    if not (pre.get("pixel_max") is None or (isinstance(pre["pixel_max"], (int, float))
-                                             and not isinstance(pre["pixel_max"], bool) and pre["pixel_max"] > 0)):
-        bad("preprocess.pixel_max", pre["pixel_max"], "null or a positive number")
-    for key in ("history", "class_names"):
-        if meta.get(key) is not None and not isinstance(meta[key], list):
-            bad(key, meta[key], "a list")
+    pm = pre.get("pixel_max")
+    if not (pm is None or (isinstance(pm, (int, float)) and not isinstance(pm, bool) and 0 < pm < float("inf"))):
+        bad("preprocess.pixel_max", pm, "null or a positive number")
+    if not isinstance(pre.get("per_image_standardize", False), bool):
+        bad("preprocess.per_image_standardize", pre["per_image_standardize"], "true or false")
+    hist = meta.get("history")
+    if hist is not None and len(hist) != meta["epoch"]:
+        bad("history", hist, f"one row per epoch trained ({meta['epoch']})")
 
 
 def check_run_dir(run_dir) -> Path:
@@ -402,9 +409,12 @@ def check_run_dir(run_dir) -> Path:
     return run
 
 
-def load_weights(model: torch.nn.Module, run_dir) -> None:
+def load_weights(model: torch.nn.Module, run_dir, meta: dict | None = None) -> None:
+    """Load model.safetensors of `run_dir` into `model`: it must fit the architecture and, if alviz
+    wrote it, be the file meta.json records (`weights_sha256`: weights swapped in from another
+    run are an error)."""
     path = Path(run_dir) / "model.safetensors"
-    tensors, _ = _read_safetensors(path)
+    tensors, header, data = _read_safetensors(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -420,6 +430,12 @@ def load_weights(model: torch.nn.Module, run_dir) -> None:
             what.append(f"{len(bad)} of wrong shape e.g. {k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}")
         raise UserError(f"{path}: the weights do not match the architecture in config.yaml "
                         f"({'; '.join(what)})")
+    meta = read_meta(run_dir) if meta is None else meta
+    want = meta.get("weights_sha256")  # a file alviz wrote (tensors_sha256) must be this run's own;
+    # a file re-saved by another tool (a new header) is the user's deliberate edit, as documented
+    if want is not None and "tensors_sha256" in header and hashlib.sha256(data).hexdigest() != want:
+        raise UserError(f"{path}: is not the file this run saved (its sha256 differs from meta.json's "
+                        "weights_sha256): weights copied from another run? Restore the run's own file, or retrain")
     model.load_state_dict(tensors)
 
 
@@ -450,6 +466,14 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
         model = create_model(cfg, tuple(meta["input_shape"]), int(meta["num_classes"]))
     except (TypeError, ValueError) as e:
         raise UserError(f"{run}: cannot build the model its config describes ({e})") from None
-    load_weights(model, run)
+    load_weights(model, run, meta)
     model.eval()
     return Run(run, model.to(device), cfg, meta)
+
+
+def check_finite_weights(model: torch.nn.Module, where) -> None:
+    """UserError if any weight of `model` is NaN or inf (its outputs would mean nothing)."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise UserError(f"{where}: weight {name} holds NaN or inf values (the run diverged); its outputs "
+                            "mean nothing: retrain with a lower --lr")

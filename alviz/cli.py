@@ -14,6 +14,7 @@ import click
 
 from .config import TrainConfig
 from .errors import UserError
+from .safeio import describe
 
 #: every data set `--dataset` accepts (tests/test_cli_help.py checks it against alviz.data.DATASET_NAMES)
 DATASETS_HELP = ("mnist5k, digits, blobs, mnist, fashion-mnist, cifar10, cifar100, cifar10-5k, cifar100-5k, "
@@ -80,15 +81,24 @@ class _Group(click.Group):
 
 
 def _seeds(value: str | None):
+    """--seeds "0,1,2" -> [0, 1, 2]: distinct integers 0..MAX_SEED, all checked before anything trains."""
     if value is None:
         return None
+    from .presets import check_seeds
+
     try:
         seeds = [int(s) for s in value.split(",") if s.strip() != ""]
     except ValueError:
-        raise UserError(f"--seeds must be comma-separated non-negative integers like 0,1,2; received {value!r}") from None
+        seeds = None
     if not seeds or any(s < 0 for s in seeds):
-        raise UserError(f"--seeds must be comma-separated non-negative integers like 0,1,2; received {value!r}")
-    return seeds
+        raise UserError(f"--seeds must be comma-separated non-negative integers like 0,1,2; received "
+                        f"{describe(value)}")
+    return check_seeds(seeds, "--seeds")
+
+
+def _not_both(resume: bool, force: bool) -> None:
+    if resume and force:
+        raise UserError("--resume continues runs and --force replaces them; received both, choose one")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -125,6 +135,7 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
 
     from .presets import load_spec
 
+    _not_both(resume, force)
     spec = load_spec(preset, config_file)  # a preset and/or a config file, with their extra sections
     overrides = {k: v for k, v in flags.items() if v is not None}
     chosen = ("al", "bp") if method == "both" else (method,)
@@ -179,8 +190,12 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
     from .train import evaluate as _evaluate
     from .train import resolve_device
 
+    from .checkpoint import check_finite_weights
+    from .data import changed_since_training
+
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
+    check_finite_weights(run.model, run.path)
     name = dataset or run.config.dataset
     data = load_dataset(name, data_dir=data_dir or run.config.data_dir,
                         test_fraction=run.config.test_fraction, preprocess=run.meta["preprocess"])
@@ -190,6 +205,11 @@ def evaluate(run_dir, dataset, split, data_dir, batch_size, device, as_json):
     x, y, _ = data.split(split)
     if batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer; received {batch_size}")
+    if len(y) == 0:
+        raise UserError(f"the {split} split of {name} holds no samples; choose another --split")
+    warning = changed_since_training(run.meta, name, data)
+    if warning:
+        click.echo(warning, err=True)
     ev = _evaluate(run.model, x, y, batch_size=batch_size, device=dev)
     out = {"run": str(run.path), "method": run.config.method, "dataset": name, "split": split,
            "n": len(y), "accuracy": ev["acc"]}
@@ -433,6 +453,7 @@ def sweep(grid, methods, seeds, config_file, preset, out, resume, force, dry_run
     from .presets import load_spec
     from .train import set_threads
 
+    _not_both(resume, force)
     overrides = {k: v for k, v in flags.items() if v is not None}
     grid_values = swmod.parse_grid_args(grid)
     method_list, seed_list = _methods_opt(methods), _seeds(seeds)
@@ -485,21 +506,33 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         click.echo("alviz: interrupted", err=True)
         return 130
-    except OSError as e:  # the file system refused (a folder under a file, permissions, disk full)
-        if e.errno not in _FS_ERRNOS:
-            raise
-        where = f"cannot write {e.filename}: " if e.filename else ""
-        why = e.strerror or str(e)
-        if e.errno in (errno.ENOTDIR, errno.EEXIST):
-            why = f"a file, not a folder, is on that path ({why})"
-        click.echo(f"alviz: error: {where}{why}; give paths (--out, --csv) in a folder you can write to, with "
-                   "free space", err=True)
+    except OSError as e:  # the file system refused: one line naming the file, whatever the errno
+        click.echo(f"alviz: error: {_os_error_line(e)}", err=True)
+        return 2
+    except MemoryError:
+        click.echo("alviz: error: out of memory; use fewer samples (--max-samples), a smaller model or "
+                   "batch, or a machine with more memory", err=True)
         return 2
     return 0
 
 
-_FS_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EROFS, errno.ENOSPC,
-              errno.EDQUOT}
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EROFS, errno.ENOSPC,
+                 errno.EDQUOT, errno.EFBIG}
+
+
+def _os_error_line(e: OSError) -> str:
+    """`cannot write FILE: why; ...` for a file system that refused a write (a folder under a file,
+    permissions, a full disk, a file too large), `cannot use FILE: why` for any other OSError."""
+    why = (e.strerror or str(e) or type(e).__name__).splitlines()[0][:200]
+    name = f"{e.filename}" + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "") if e.filename else ""
+    if e.errno == errno.ENAMETOOLONG:
+        why += " (a file name or path is longer than this file system allows: choose a shorter --out)"
+    if e.errno in _WRITE_ERRNOS:
+        if e.errno in (errno.ENOTDIR, errno.EEXIST):
+            why = f"a file, not a folder, is on that path ({why})"
+        where = f"cannot write {name}: " if name else ""
+        return f"{where}{why}; give paths (--out, --csv) in a folder you can write to, with free space"
+    return f"cannot use {name}: {why}" if name else f"{why} (a file system error)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ are `UserError`s that name the valid keys. This module does not build models or 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError, choice_error, refuse_pickle
+from .errors import UserError, choice_error
+from .safeio import describe, read_yaml
+from .schema import MAX_SEED
 
 METHODS = ("al", "bp")
 ARCHS = ("mlp", "cnn", "vgg", "resnet20", "resnet32")
@@ -76,14 +79,16 @@ class TrainConfig:
                 raise UserError(f"{name} must be a positive integer; received {v}")
         if self.bridge_pool < 0:
             raise UserError(f"bridge_pool must be 0 (flatten) or a positive size; received {self.bridge_pool}")
-        if not (self.lr > 0 and self.lr < float("inf")):
-            raise UserError(f"lr must be a positive number; received {self.lr}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise UserError(f"test_fraction must be between 0 and 1; received {self.test_fraction}")
-        if any(not 0.0 < m <= 1.0 for m in self.milestones):
-            raise UserError(f"milestones are fractions of training in (0, 1]; received {self.milestones}")
-        if self.seed < 0:
-            raise UserError(f"seed must be >= 0; received {self.seed}")
+        for name, (allowed, ok) in _NUMBERS.items():
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)
+                    and abs(v) <= FLOAT32_MAX):
+                big = " (beyond float32, which training computes in)" if isinstance(v, float) and \
+                    math.isfinite(v) and abs(v) > FLOAT32_MAX else ""
+                raise UserError(f"{name} must be {allowed}; received {v!r}{big}")
+        if any(not (isinstance(m, (int, float)) and 0.0 < m <= 1.0) for m in self.milestones):
+            raise UserError(f"milestones are fractions of training in (0, 1]; received {describe(self.milestones)}")
+        check_seed(self.seed, "seed")
         for name in ("channels_last", "compile"):
             v = getattr(self, name)
             if not isinstance(v, bool):
@@ -95,6 +100,43 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+# float keys: what is allowed (for the message) and the test; NaN and inf are never allowed
+_NUMBERS = {
+    "lr": ("a positive number", lambda v: v > 0),
+    "lr_gh_factor": ("a positive number (AL's label-path learning rate is lr x lr_gh_factor)", lambda v: v > 0),
+    "gamma": ("a positive number (the step schedule multiplies lr by gamma at each milestone)", lambda v: v > 0),
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "test_fraction": ("between 0 and 1", lambda v: 0.0 < v < 1.0),
+}
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """`seed` if it is an integer in 0..MAX_SEED (what every generator alviz seeds accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{what} must be an integer between 0 and {MAX_SEED}; received {describe(seed)}")
+    return seed
+
+
+def lr_multiplier(cfg: "TrainConfig", epoch: int) -> float:
+    """The step schedule as a pure function of the epoch (so resuming needs no scheduler state)."""
+    if cfg.schedule == "none":
+        return 1.0
+    passed = sum(1 for m in cfg.milestones if epoch >= int(round(m * cfg.epochs)))
+    return cfg.gamma ** passed
+
+
+def schedule_change(stored: "TrainConfig", cfg: "TrainConfig", done: int) -> str | None:
+    """Why continuing a run trained `done` epochs under `stored` as `cfg` (other epochs) would not
+    give what a fresh run of `cfg` gives (the step schedule's milestones are fractions of the
+    epochs, so the epochs already trained would have had another learning rate); None if it would."""
+    for e in range(min(done, cfg.epochs)):
+        if lr_multiplier(stored, e) != lr_multiplier(cfg, e):
+            return (f"with epochs {cfg.epochs} (not {stored.epochs}) epoch {e + 1} has learning-rate factor "
+                    f"{lr_multiplier(cfg, e):g}, not the {lr_multiplier(stored, e):g} it was trained with")
+    return None
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -133,7 +175,7 @@ def from_dict(data: dict, base: TrainConfig | None = None, *, source: str = "con
     for key, value in data.items():
         if not _type_ok(value, _HINTS[key]):
             raise UserError(f"{source}: {key} must be of type {_type_name(_HINTS[key])}; "
-                            f"received {value!r} ({type(value).__name__})")
+                            f"received {describe(value)} ({type(value).__name__})")
         if _HINTS[key] == float | None or _HINTS[key] is float:
             data = {**data, key: None if value is None else float(value)}
     if "milestones" in data:
@@ -147,17 +189,13 @@ def _type_name(tp) -> str:
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping safely (yaml.safe_load: no Python objects are ever constructed)."""
+    """Read a YAML mapping safely and boundedly (alviz.safeio: yaml.safe_load, no Python objects
+    are ever constructed; size, nesting and aliases capped; regular files only)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {p}")
     try:
-        raw = p.read_bytes()
-        refuse_pickle(raw[:8], p, "a YAML mapping of config keys")
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{p}: not a valid YAML file ({first})") from None
+        data = read_yaml(p, "a YAML mapping of config keys")
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {p}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -13,7 +13,7 @@ whatever device the batch lives on.
 
 from __future__ import annotations
 
-import zipfile
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError, choice_error
+from .npyfile import load_npz
+from .schema import MAX_CLASSES
 
 SPLIT_SEED = 0  # the train/test split never depends on the training seed: every run shares it
 
@@ -59,6 +61,7 @@ class Data:
     preprocess: dict
     augment: bool
     class_names: list[str] = field(default_factory=list)
+    sha256: str = ""  # fingerprint of the raw arrays (`fingerprint`), stored in a run's meta.json
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         if name == "train":
@@ -116,7 +119,31 @@ def check_labels(y: np.ndarray, source: str, n_x: int) -> np.ndarray:
         raise UserError(f"{source}: labels must be integers 0..C-1; received dtype {y.dtype}")
     if y.min() < 0:
         raise UserError(f"{source}: labels must be integers 0..C-1; received {int(y.min())}")
+    if int(y.max()) >= MAX_CLASSES:
+        raise UserError(f"{source}: labels must be integers 0..C-1 with C at most {MAX_CLASSES}; received a "
+                        f"label {int(y.max())} (a model of {int(y.max()) + 1} classes): relabel the classes 0..C-1")
     return y.astype(np.int64)
+
+
+def fingerprint(raw: "Raw") -> str:
+    """sha256 of a data set's raw arrays (train and test, values, shapes and dtypes): stored in a
+    run's meta.json at training, compared when the run later sees data of the same name."""
+    h = hashlib.sha256()
+    for a in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}|".encode())
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def changed_since_training(meta: dict, name: str, data: "Data") -> str | None:
+    """A warning if `data` has the name of the data set a run was trained on but not its content
+    (meta.json's data_sha256); None if it is the same, or the run is of an older alviz."""
+    want = meta.get("data_sha256")
+    if name != meta.get("dataset") or not want or want == data.sha256:
+        return None
+    return (f"warning: {name} is not the data this run was trained on (its arrays changed since: sha256 "
+            f"{data.sha256[:12]}, trained on {want[:12]}); its test split may hold training samples")
 
 
 # --------------------------------------------------------------------------- sources
@@ -190,25 +217,9 @@ def _torchvision(name: str):
 def _npz(path: str, cfg) -> Raw:
     p = Path(path).expanduser()
     src = f"npz:{path}"
-    if not p.is_file():
+    if not (p.exists() or p.is_symlink()):
         raise UserError(f"{src}: file not found")
-    with open(p, "rb") as fh:
-        magic = fh.read(4)
-    if magic[:1] == b"\x80" or magic[:1] == b"(":
-        raise UserError(f"{src}: is a Python pickle, which alviz refuses to load; save plain numeric "
-                        "arrays with numpy.savez")
-    if magic != b"PK\x03\x04":
-        raise UserError(f"{src}: not a readable .npz file (no zip header); save arrays with numpy.savez")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
-            raise UserError(f"{src}: holds pickled Python objects, which alviz refuses to load; "
-                            "save plain numeric arrays with numpy.savez") from None
-        raise UserError(f"{src}: not a readable .npz file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{src}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    arrays = load_npz(p, src)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise UserError(f"{src}: missing array(s) {', '.join(missing)}; expected x, y and optionally "
@@ -222,10 +233,17 @@ def _npz(path: str, cfg) -> Raw:
         if x.ndim == 1 or x.ndim > 4:
             raise UserError(f"{src}: {key} must have shape (N,D), (N,H,W) or (N,H,W,C); "
                             f"received {x.shape}")
+        if 0 in x.shape[1:]:
+            raise UserError(f"{src}: {key} has shape {x.shape}: samples with no features; every sample needs at "
+                            "least one value")
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             bad = np.argwhere(~np.isfinite(x))
             raise UserError(f"{src}: {key} contains {len(bad)} NaN or inf value(s), e.g. in sample {bad[0][0]}; "
                             "inputs must be finite numbers")
+        if x.dtype.itemsize > 4 and x.size and float(np.max(np.abs(x))) > np.finfo(np.float32).max:
+            bad = np.argwhere(np.abs(x) > np.finfo(np.float32).max)
+            raise UserError(f"{src}: {key} holds {len(bad)} value(s) beyond float32's range (+-3.4e38), e.g. in "
+                            f"sample {bad[0][0]}; alviz computes in float32: rescale the data")
         return x if x.ndim == 2 else _to_nchw(x, src)
 
     x = prep_x(arrays["x"], "x")
@@ -340,7 +358,11 @@ def apply_preprocess(x: np.ndarray, spec: dict, source: str = "data") -> torch.T
     std = np.asarray(spec["std"], np.float32)
     if spec["image"]:
         mean, std = mean[None, :, None, None], std[None, :, None, None]
-    xf = (xf - mean) / std
+    with np.errstate(over="ignore", invalid="ignore"):
+        xf = (xf - mean) / std
+    if xf.size and not np.isfinite(xf).all():
+        raise UserError(f"{source}: the preprocessed inputs overflow float32 (values beyond +-3.4e38 after "
+                        "scaling); alviz computes in float32: rescale the data")
     return torch.from_numpy(np.ascontiguousarray(xf, dtype=np.float32))
 
 
@@ -352,6 +374,9 @@ def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: d
     present = len(np.unique(ys))
     if preprocess is None and present < 2:
         raise UserError(f"{name}: needs at least 2 classes to train; received {present}")
+    if preprocess is None and len(raw.y_test) == 0:
+        raise UserError(f"{name}: its test split is empty (every class has a single sample, or x_test holds no "
+                        "samples); a run is evaluated on held-out samples: give more data or an x_test")
     return Data(
         name=name,
         x_train=apply_preprocess(raw.x_train, spec, name),
@@ -365,6 +390,7 @@ def load_dataset(name: str, *, data_dir="data", test_fraction=0.2, preprocess: d
         preprocess=spec,
         augment=raw.augment,
         class_names=raw.class_names or [str(i) for i in range(num_classes)],
+        sha256=fingerprint(raw),
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint as ckpt
+from . import locks
 from .config import TrainConfig
 from .errors import UserError
 from .models import resolve_shape_defaults
@@ -60,9 +61,10 @@ def plan(cfg: TrainConfig, methods, seeds, out: Path, *, resume=False, force=Fal
             if force or not run.exists():
                 todo.append(Planned(c, run, "train"))
                 continue
+            locks.check_no_writer(run)  # another process training this run: say so now
             ckpt.recover(run)  # a crash during a save: finish it or drop it (also a first save)
             if not ckpt.is_run_dir(run):
-                if any(run.iterdir()):
+                if any(q.name != locks.WRITER_LOCK for q in run.iterdir()):
                     raise UserError(f"{run} exists and is not an alviz run; choose another --out")
                 todo.append(Planned(c, run, "train"))
                 continue
@@ -86,7 +88,6 @@ def train_experiment(cfg: TrainConfig, methods=("al", "bp"), seeds=(0,), out=Non
                      force=False, progress=True, log=print):
     """Train every (method, seed) run of one configuration into one experiment folder."""
     from .data import load_dataset
-    from .train import train
 
     out = ckpt.check_writable_dir(Path(out) if out else DEFAULT_ROOT / experiment_name(cfg))
     todo = plan(cfg, methods, seeds, out, resume=resume, force=force)
@@ -99,11 +100,25 @@ def train_experiment(cfg: TrainConfig, methods=("al", "bp"), seeds=(0,), out=Non
             continue
         if data is None:
             data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
-        if p.action == "train" and p.run_dir.exists():
-            shutil.rmtree(p.run_dir)
-        results.append((p, train(p.cfg, p.run_dir, resume=p.action == "resume", data=data,
-                                 progress=progress, log=log)))
+        results.append((p, train_planned(p, data, progress=progress, log=log)))
     return out, results
+
+
+def train_planned(p: Planned, data, *, progress=True, log=print):
+    """Train or resume the planned run `p` holding its writer lock; a run planned as "train" (a new
+    one, or one --force replaces) is emptied first, under the lock."""
+    from .train import train
+
+    with locks.run_writer(p.run_dir):
+        if p.action == "train":
+            for q in p.run_dir.iterdir():
+                if q.name == locks.WRITER_LOCK:
+                    continue
+                if q.is_dir() and not q.is_symlink():
+                    shutil.rmtree(q)
+                else:
+                    q.unlink()
+        return train(p.cfg, p.run_dir, resume=p.action == "resume", data=data, progress=progress, log=log)
 
 
 def find_runs(path) -> list[Path]:

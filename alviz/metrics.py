@@ -557,8 +557,9 @@ def layer_measures(Z_test, y_test, Z_train=None, y_train=None, *, seed: int = 0,
         "probe_acc": float("nan"),
     }
     if Z_train is not None:
-        out["knn_acc"] = knn_accuracy(Z_train, y_train, Z_test, y_test, k=knn_k,
-                                      max_train=max_train, seed=seed)
+        n_train = len(y_train) if max_train is None else min(len(y_train), max_train)
+        out["knn_acc"] = knn_accuracy(Z_train, y_train, Z_test, y_test, k=max(1, min(knn_k, n_train)),
+                                      max_train=max_train, seed=seed)  # fewer samples than k: k = all
         out["probe_acc"] = linear_probe_accuracy(Z_train, y_train, Z_test, y_test, seed=seed,
                                                  max_train=max_train)
     return out

@@ -30,6 +30,8 @@ from pathlib import Path
 from . import config as cfgmod
 from .config import FIELD_NAMES, METHODS, TrainConfig
 from .errors import UserError
+from .safeio import describe
+from .schema import MAX_SEED
 
 PRESET_DIR = Path(__file__).with_name("presets")
 SECTIONS = ("description", "per_method", "sweep")
@@ -126,10 +128,14 @@ def check_methods(methods, source: str) -> list[str]:
 
 
 def check_seeds(seeds, source: str) -> list[int]:
-    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                    for s in seeds)
+    """`seeds` if it is a non-empty list of distinct integers 0..MAX_SEED (checked before anything trains)."""
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                    and 0 <= s <= MAX_SEED for s in seeds)
     if not ok or len(set(seeds)) != len(seeds):
-        raise UserError(f"{source}: seeds must be a non-empty list of distinct integers >= 0; received {seeds!r}")
+        dup = sorted({s for s in seeds if seeds.count(s) > 1}) if ok else []
+        why = f" ({', '.join(map(str, dup))} more than once: each seed is one run)" if dup else ""
+        raise UserError(f"{source}: seeds must be a non-empty list of distinct integers 0..{MAX_SEED}; received "
+                        f"{describe(seeds)}{why}")
     return list(seeds)
 
 

@@ -24,7 +24,6 @@ import itertools
 import json
 import math
 import re
-import shutil
 import time
 import types
 import typing
@@ -33,9 +32,10 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import config as cfgmod
+from . import schema
 from .config import FIELD_NAMES, TrainConfig
 from .errors import UserError
-from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan
+from .experiment import DEFAULT_ROOT, Planned, experiment_name, plan, train_planned
 from .presets import RESERVED, Spec, SweepSpec, check_grid, check_methods, check_seeds
 
 FORMAT = "alviz-sweep/1"
@@ -209,12 +209,13 @@ def make_sweep(spec: Spec, overrides: dict | None = None, grid: dict | None = No
 
 def read_sweep_file(out) -> dict:
     p = Path(out) / SWEEP_FILE
-    if not p.is_file():
+    if not (p.exists() or p.is_symlink()):
         raise UserError(f"{Path(out)} holds no {SWEEP_FILE}: it is not a sweep folder (start one with "
                         "`alviz sweep --grid KEY=V1,V2 --out DIR`)")
     data = ckpt.read_json(p, "JSON written by alviz sweep")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{p}: not an alviz sweep file (expected format {FORMAT!r})")
+    schema.check(data, schema.SWEEP, p)
     return data
 
 
@@ -345,7 +346,7 @@ class SweepRunner:
     # ---- the loop
     def run(self) -> SweepResult:
         from .data import load_dataset
-        from .train import Diverged, Interrupted, train
+        from .train import Diverged, Interrupted
 
         sw, log = self.sw, self.log
         self.check_folder()
@@ -373,11 +374,8 @@ class SweepRunner:
                     data, data_key = None, None
                     data = load_dataset(p.cfg.dataset, data_dir=p.cfg.data_dir, test_fraction=p.cfg.test_fraction)
                     data_key = key
-                if p.action == "train" and p.run_dir.exists():
-                    shutil.rmtree(p.run_dir)  # force, or an empty folder a kill left before the first save
-                try:
-                    r = train(p.cfg, p.run_dir, resume=p.action == "resume", data=data, progress=self.progress,
-                              log=log)
+                try:  # a "train" run is emptied first: --force, or a folder a kill left before the first save
+                    r = train_planned(p, data, progress=self.progress, log=log)
                     outcome = f"test acc {r.test_acc:.4f} ({r.seconds:.1f}s)"
                 except Diverged as e:
                     self.failed[str(p.run_dir)] = str(e)

@@ -30,7 +30,8 @@ import torch
 
 from . import __version__
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from . import locks
+from .config import TrainConfig, lr_multiplier, schedule_change
 from .data import Data, augment_batch, load_dataset
 from .errors import UserError
 from .models import create_model, resolve_shape_defaults
@@ -63,14 +64,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
                             f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
         return torch.device(spec)
     raise UserError(f"unknown device {spec!r}; allowed: auto, cpu, cuda, cuda:N")
-
-
-def lr_multiplier(cfg: TrainConfig, epoch: int) -> float:
-    """The step schedule as a pure function of the epoch (so resuming needs no scheduler state)."""
-    if cfg.schedule == "none":
-        return 1.0
-    passed = sum(1 for m in cfg.milestones if epoch >= int(round(m * cfg.epochs)))
-    return cfg.gamma ** passed
 
 
 NAN_CHECK_EVERY = 50  # steps between the on_nan checks (and between stacks of the recorded losses)
@@ -111,6 +104,7 @@ def run_meta(cfg: TrainConfig, data: Data, augment: bool, device: torch.device) 
         "alviz_version": __version__, "torch_version": torch.__version__,
         "python": platform.python_version(), "device": str(device),
         "n_train": len(data.y_train), "n_test": len(data.y_test),
+        **({"data_sha256": data.sha256} if data.sha256 else {}),
     }
 
 
@@ -305,9 +299,14 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor
 
 def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None = None,
           progress: bool = True, log=print) -> Result:
-    """Train one run into `run_dir` (created; must not hold a run unless `resume`)."""
+    """Train one run into `run_dir` (created; must not hold a run unless `resume`), holding the run's
+    writer lock (another process training it is a UserError naming that process)."""
     cfg = resolve_shape_defaults(cfg).validate()
-    run = Path(run_dir)
+    with locks.run_writer(run_dir):
+        return _train(cfg, Path(run_dir), resume=resume, data=data, progress=progress, log=log)
+
+
+def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, progress: bool, log) -> Result:
     existing = ckpt.is_run_dir(run)
     if existing and not resume:
         raise UserError(f"{run} already holds a run; continue it with --resume, or choose another --out")
@@ -317,6 +316,16 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
     device = resolve_device(cfg.device)
     data, augment = resolve_data(cfg, data)
 
+    restart = None
+    if resume and existing:
+        restart = schedule_change(resolve_shape_defaults(ckpt.read_config(run)), cfg, ckpt.read_meta(run)["epoch"])
+        if restart:  # continuing would not give a fresh run's result: be one (after checking its files)
+            probe = create_model(cfg, data.input_shape, data.num_classes)
+            ckpt.load_weights(probe, run)
+            ckpt.optimizer_from_file(make_optimizer(probe.param_groups(cfg.lr, cfg.lr_gh_factor), cfg,
+                                                    torch.device("cpu")), run / "train_state.safetensors")
+            log(f"{run}: {restart}; training again from epoch 1 so the run equals a fresh {cfg.epochs}-epoch "
+                "run (its checkpoint is replaced at the end of epoch 1)")
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes).to(device)
     channels_last = use_channels_last(cfg, device, data.input_shape)
@@ -329,7 +338,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None 
     opt = make_optimizer(groups, cfg, device)
 
     start_epoch, history = 0, []
-    if resume and existing:
+    if resume and existing and not restart:
         meta = ckpt.read_meta(run)
         ckpt.load_weights(model, run)
         start_epoch = ckpt.optimizer_from_file(opt, run / "train_state.safetensors")

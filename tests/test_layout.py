@@ -12,7 +12,7 @@ PKG = Path(alviz.__file__).parent
 
 # left to right; modules of one level may import each other as long as no cycle forms
 LEVELS = {
-    "errors": 0, "sampling": 0,
+    "errors": 0, "sampling": 0, "safeio": 0, "schema": 0, "npyfile": 0, "locks": 0,
     "config": 1, "presets": 1,
     "data": 2,
     "models": 3,

@@ -29,8 +29,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import __version__
-from ..checkpoint import fsync_path
+from .. import __version__, locks
+from ..checkpoint import fsync_path, refuse_link
 from ..errors import UserError, choice_error
 from ..sampling import stratified_sample
 from .hooks import POOLS, describe_layers
@@ -193,28 +193,23 @@ def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples
     Two processes extracting from one run take turns (an flock on the run folder), so the second
     reuses the first one's set instead of replacing it while it is read.
     """
-    with _run_lock(run_dir):
+    with run_lock(run_dir):
         return _extract_run(run_dir, dataset=dataset, split=split, layers=layers, max_samples=max_samples,
                             dtype=dtype, pool=pool, batch_size=batch_size, force=force, device=device, log=log,
                             data_dir=data_dir)
 
 
 @contextmanager
-def _run_lock(run_dir):
-    """Exclusive `fcntl.flock` on the run folder itself (no file is created) for the block."""
-    import fcntl
-
-    try:
-        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # not a folder: _extract_run says what is wrong
-        fd = None
-    try:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+def run_lock(run_dir):
+    """Exclusive flock on the run folder itself (no file is created) for the block; re-entrant in
+    one process (`locks.hold`), so an analysis can hold it from extraction until it has read the
+    set, and a second process (another analysis, with other settings) waits instead of replacing
+    the set under it."""
+    if not Path(run_dir).is_dir():  # not a folder: _extract_run says what is wrong
         yield
-    finally:
-        if fd is not None:
-            os.close(fd)
+        return
+    with locks.hold(run_dir):
+        yield
 
 
 def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, batch_size, force, device, log,
@@ -223,7 +218,7 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
     if isinstance(layers, str):
         layers = parse_layers(layers)
     from ..checkpoint import load_run, sha256_file
-    from ..data import load_dataset
+    from ..data import changed_since_training, load_dataset
     from ..train import resolve_device
 
     dev = resolve_device(str(device))
@@ -239,6 +234,7 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
     }
     root = run.path / ACTIVATIONS_DIR
     final = root / f"{dataset_slug(name)}-{split}"
+    refuse_link(root)  # never write (or read) through a link out of the run
     _clean_leftovers(root)
     reuse, why = _existing(final, settings, names, force)
     if reuse:
@@ -249,6 +245,9 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
 
     data = load_dataset(name, data_dir=data_dir or run.config.data_dir, test_fraction=run.config.test_fraction,
                         preprocess=run.meta["preprocess"])
+    warning = changed_since_training(run.meta, name, data)
+    if warning:
+        log(warning)
     n_cls = int(run.meta["num_classes"])
     if data.num_classes > n_cls:
         raise UserError(f"{name} has labels up to {data.num_classes - 1} but the model knows {n_cls} classes "
@@ -299,6 +298,11 @@ def _extract_run(run_dir, *, dataset, split, layers, max_samples, dtype, pool, b
             os.fsync(fh.fileno())
         fsync_path(tmp)
         _install(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(final)) from None  # name the set being written
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema
 from ..checkpoint import read_json
 from ..errors import UserError, choice_error
+from ..npyfile import load_npy
+from ..safeio import describe
 
 
 FORMAT = "alviz-activations/1"
@@ -79,20 +82,6 @@ def _inside(folder: Path, rel, where: str) -> Path:
     return p
 
 
-def _np_load(path: Path, where: str, mmap_mode=None) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{where}: {path.name} is missing") from None
-    except ValueError as e:
-        if "pickle" in str(e) or "Python objects" in str(e):  # numpy's message suggests loading it unsafely
-            raise UserError(f"{where}: {path.name} holds pickled Python objects, which alviz refuses to load "
-                            "(unpickling can run code); expected a numeric .npy array") from None
-        raise UserError(f"{where}: {path.name} is not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
-    except (OSError, EOFError) as e:
-        raise UserError(f"{where}: {path.name} is not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
-
-
 def load_activations(folder) -> Activations:
     """Read and validate an activation set (a folder written by `extract_run`)."""
     folder = Path(folder)
@@ -105,36 +94,29 @@ def load_activations(folder) -> Activations:
         raise UserError(f"{where}: not found; {folder} is not an activation set (run alviz extract)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise UserError(f"{where}: format {got!r}; expected {FORMAT!r}")
-    for k in ("dtype", "pool", "n_samples", "labels_file", "ids_file", "layers"):
-        if k not in manifest:
-            raise UserError(f"{where}: missing key {k!r}")
-    if manifest["dtype"] not in DTYPES:
-        raise UserError(f"{where}: dtype {manifest['dtype']!r}; allowed: {', '.join(DTYPES)}")
+        raise UserError(f"{where}: format {describe(got)}; expected {FORMAT!r}")
+    schema.check(manifest, schema.MANIFEST, where)
     n = manifest["n_samples"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise UserError(f"{where}: n_samples must be a count; received {n!r}")
-    entries = manifest["layers"]
-    if not isinstance(entries, list):
-        raise UserError(f"{where}: layers must be a list; received {type(entries).__name__}")
 
-    labels = _np_load(_inside(folder, manifest["labels_file"], where), where)
-    ids = _np_load(_inside(folder, manifest["ids_file"], where), where)
+    labels = load_npy(_inside(folder, manifest["labels_file"], where), where)
+    ids = load_npy(_inside(folder, manifest["ids_file"], where), where)
     for what, arr in (("labels", labels), ("ids", ids)):
         if arr.shape != (n,) or arr.dtype.kind not in "iu":
             raise UserError(f"{where}: {what} must be {n} integers; the file holds {arr.dtype} {arr.shape}")
+    n_cls = manifest.get("num_classes", schema.MAX_CLASSES)
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= n_cls):
+        raise UserError(f"{where}: labels must be 0..{n_cls - 1}; labels.npy holds {int(labels.min())}.."
+                        f"{int(labels.max())}")
 
     layers: dict[str, np.ndarray] = {}
     dtype = np.dtype(manifest["dtype"])
-    for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or "file" not in e or "shape" not in e:
-            raise UserError(f"{where}: every layer needs name, file and shape; received {e!r}")
+    for e in manifest["layers"]:
         name = e["name"]
         if name in layers:
             raise UserError(f"{where}: layer {name!r} is listed twice")
-        arr = _np_load(_inside(folder, e["file"], where), where, mmap_mode="r")
+        arr = load_npy(_inside(folder, e["file"], where), where, mmap=True)
         shape = e["shape"]
-        if not isinstance(shape, list) or tuple(arr.shape) != tuple(shape) or arr.dtype != dtype:
+        if tuple(arr.shape) != tuple(shape) or arr.dtype != dtype:
             raise UserError(f"{where}: layer {name!r} should be {manifest['dtype']} {shape} but "
                             f"{e['file']} holds {arr.dtype} {list(arr.shape)}")
         if arr.shape[0] != n:

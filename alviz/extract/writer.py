@@ -120,10 +120,13 @@ class _NpyWriter:
         buf = memoryview(self._stage[:self._fill]).cast("B")
         pos = self.offset + self._start * self.row_bytes
         self._fill = 0
-        while len(buf):
-            piece = buf[:WRITE_CHUNK]
-            k = os.pwrite(self._fd, piece, pos) if hasattr(os, "pwrite") else _seek_write(self._fd, piece, pos)
-            buf, pos = buf[k:], pos + k
+        try:
+            while len(buf):
+                piece = buf[:WRITE_CHUNK]
+                k = os.pwrite(self._fd, piece, pos) if hasattr(os, "pwrite") else _seek_write(self._fd, piece, pos)
+                buf, pos = buf[k:], pos + k
+        except OSError as e:  # say which file (EFBIG, ENOSPC, EIO: the CLI's one-line error names it)
+            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from None
 
     def close(self, *, flush: bool = True) -> None:
         """Flush (unless `flush` is False: the rows are being thrown away) and close the file."""

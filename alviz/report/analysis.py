@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
+from ..extract.runs import run_lock
 from ..metrics import MEASURES
 from .document import Doc, files_line, shown_path, write_report
 from .figures import experiment_figures
@@ -52,36 +54,42 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
     cache = folder / ".cache"
     acts: dict[str, RunActivations] = {}
     rows: list[dict] = []
-    t = time.perf_counter()
-    for info in infos:
-        acts[info.name] = RunActivations(info, opts, log)
-    t_extract = time.perf_counter() - t
-    # t-SNE panels (openTSNE releases the GIL) run in worker threads beside the measures, on
-    # half the cores; when the measures are done this thread takes the remaining panels too
-    t = time.perf_counter()
-    job = TsneJob(infos, acts, opts, cache, log) if opts.tsne else None
-    n_workers = 0
-    if job is not None and job.todo:
-        n_workers = 1 if opts.tsne_jobs != 1 else max(1, min(cores() // 2, len(job.todo)))
-    workers = [threading.Thread(target=job.work, daemon=True) for _ in range(n_workers)]
-    with blas_share(bool(workers)):
-        for w in workers:
-            w.start()
-        try:
-            for info in infos:
-                rows += measure_run(info, acts[info.name], opts, cache, log)
-            t_metrics = time.perf_counter() - t
-            if job is not None and opts.tsne_jobs == 1:
-                job.work()
-        except BaseException:
-            if job is not None:
-                job.cancel()  # the workers stop after their current panel
-            raise
-        finally:
+    # every run stays locked from its extraction until its sets are read (measures and t-SNE): another
+    # analysis with other settings waits instead of replacing a set this one is reading; the locks are
+    # taken in path order, so two analyses never wait for each other
+    with ExitStack() as held:
+        for info in sorted(infos, key=lambda i: str(i.path)):
+            held.enter_context(run_lock(info.path))
+        t = time.perf_counter()
+        for info in infos:
+            acts[info.name] = RunActivations(info, opts, log)
+        t_extract = time.perf_counter() - t
+        # t-SNE panels (openTSNE releases the GIL) run in worker threads beside the measures, on
+        # half the cores; when the measures are done this thread takes the remaining panels too
+        t = time.perf_counter()
+        job = TsneJob(infos, acts, opts, cache, log) if opts.tsne else None
+        n_workers = 0
+        if job is not None and job.todo:
+            n_workers = 1 if opts.tsne_jobs != 1 else max(1, min(cores() // 2, len(job.todo)))
+        workers = [threading.Thread(target=job.work, daemon=True) for _ in range(n_workers)]
+        with blas_share(bool(workers)):
             for w in workers:
-                w.join()
-    tsne_data = job.result() if job is not None else None
-    t_tsne = time.perf_counter() - t
+                w.start()
+            try:
+                for info in infos:
+                    rows += measure_run(info, acts[info.name], opts, cache, log)
+                t_metrics = time.perf_counter() - t
+                if job is not None and opts.tsne_jobs == 1:
+                    job.work()
+            except BaseException:
+                if job is not None:
+                    job.cancel()  # the workers stop after their current panel
+                raise
+            finally:
+                for w in workers:
+                    w.join()
+        tsne_data = job.result() if job is not None else None
+        t_tsne = time.perf_counter() - t
     summary = aggregate(rows)
     manifest = acts[infos[0].name].test.manifest
     n_classes = int(manifest.get("num_classes") or (int(acts[infos[0].name].test.labels.max()) + 1))

@@ -14,6 +14,8 @@ import numpy as np
 
 from ..checkpoint import write_text_atomic
 from ..errors import UserError
+from ..extract.runs import run_lock
+from ..safeio import refuse_foreign
 from ..metrics import MEASURES
 from .files import csv_text, locked, slug
 from .measure import RunActivations, measure_run
@@ -101,6 +103,22 @@ def format_compare_table(rows: list[dict], label_a: str = "A", label_b: str = "B
     return "\n".join(lines)
 
 
+def _same_data(infos) -> None:
+    """UserError unless every run was trained and tested on the same data (name, test fraction and,
+    where recorded, the fingerprint of its arrays): measures on different samples do not compare."""
+    def key(i):
+        return (i.config.get("dataset"), i.config.get("test_fraction"), i.meta.get("data_sha256"))
+
+    first = key(infos[0])
+    for i in infos[1:]:
+        k = key(i)
+        same_sha = first[2] is None or k[2] is None or first[2] == k[2]
+        if k[:2] != first[:2] or not same_sha:
+            raise UserError(f"{infos[0].path} and {i.path} were trained and tested on different data ("
+                            f"{first[0]}, test fraction {first[1]}, data sha256 {str(first[2])[:12]} against {k[0]}, "
+                            f"{k[1]}, {str(k[2])[:12]}); their measures are not comparable")
+
+
 def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = None, log=print,
             **kw) -> tuple[list[dict], Path]:
     """Compare two runs or two experiments layer by layer; writes a CSV (default
@@ -121,19 +139,6 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
             all_groups.setdefault(k, [])
             all_groups[k] += [r for r in v if r not in all_groups[k]]
     names = experiment_names(all_groups)
-    side_rows = []
-    for g in sides:
-        rows = []
-        for exp_dir, runs in g.items():
-            folder = out / names[exp_dir]
-            with locked(folder, log):
-                for r in sorted(runs, key=lambda p: p.name):
-                    info = read_run(r, names[exp_dir])
-                    rows += measure_run(info, RunActivations(info, opts, log), opts, folder / ".cache", log)
-        side_rows.append(rows)
-    result = compare_rows(side_rows[0], side_rows[1])
-    if not result:
-        raise UserError(f"{a} and {b} have no layers in common (joined on the manifest's match key)")
 
     def label(p):
         p = Path(p)
@@ -145,6 +150,24 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
     csv_path = Path(csv_path)
     if csv_path.is_dir():
         raise UserError(f"--csv must name a file; {csv_path} is a directory")
+    header = ",".join(COMPARE_COLUMNS).encode()
+    refuse_foreign(csv_path, lambda head: head.startswith(header), "a comparison CSV")  # e.g. RUN/meta.json
+    infos = [{e: [read_run(r, names[e]) for r in sorted(runs, key=lambda p: p.name)] for e, runs in g.items()}
+             for g in sides]
+    _same_data([i for side in infos for lst in side.values() for i in lst])
+    side_rows = []
+    for side in infos:
+        rows = []
+        for exp_dir, lst in side.items():
+            folder = out / names[exp_dir]
+            with locked(folder, log):
+                for info in lst:
+                    with run_lock(info.path):  # held until its sets are measured
+                        rows += measure_run(info, RunActivations(info, opts, log), opts, folder / ".cache", log)
+        side_rows.append(rows)
+    result = compare_rows(side_rows[0], side_rows[1])
+    if not result:
+        raise UserError(f"{a} and {b} have no layers in common (joined on the manifest's match key)")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(csv_path, csv_text(result, COMPARE_COLUMNS))
     return result, csv_path

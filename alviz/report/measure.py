@@ -6,15 +6,16 @@ What this is not: no measure definitions (``alviz.metrics``), no extraction mech
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import write_text_atomic
+from .. import schema
+from ..checkpoint import read_json, write_text_atomic
 from ..errors import UserError
+from ..safeio import describe
 from ..metrics import MEASURES, layer_measures, summarize
 from .files import hash_arrays, prune_cache, slug, to_json
 from .options import CACHE_VERSION, STATS, Options
@@ -56,6 +57,11 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
                 "measures": sorted(MEASURES)}
     hits = 0
     t0 = time.perf_counter()
+    classes = np.unique(acts.test.labels)
+    if len(classes) < 2:
+        raise UserError(f"{info.path}: the held-out samples measured hold {len(classes)} class(es) "
+                        f"({describe(classes.tolist())}); the measures compare classes: give --max-samples of at "
+                        "least the number of classes, or data whose test split holds 2 or more classes")
     for entry in acts.test.manifest["layers"]:
         name = entry["name"]
         Zt = acts.layer("test", name)
@@ -67,16 +73,23 @@ def measure_run(info: RunInfo, acts: RunActivations, opts: Options, cache: Path,
         vals = None
         if path.is_file():
             try:
-                vals = {k: (float("nan") if v is None else float(v))
-                        for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+                cached = read_json(path, "a measures cache written by alviz")
+                schema.check(cached, schema.MEASURES_CACHE, path)
+                vals = {k: (float("nan") if v is None else float(v)) for k, v in cached.items()}
                 hits += 1
-            except (ValueError, OSError, TypeError, AttributeError):
+            except (UserError, OSError):  # not ours, or damaged: measured again
                 vals = None
         if vals is None or set(vals) != set(MEASURES):
             vals = layer_measures(Zt, acts.test.labels, Ztr, acts.train.labels if Ztr is not None else None,
                                   seed=opts.seed, max_train=opts.train_samples)
             write_text_atomic(path, to_json(vals))
             prune_cache(cache, f"{slug(name)}-", fname)
+        undefined = [m for m in MEASURES if not np.isfinite(vals[m])]
+        if undefined:
+            why = ("its activations are the same for every sample (a constant layer)"
+                   if vals["intra"] == 0 and vals["inter"] == 0 else "a class or the whole layer has no spread")
+            log(f"warning: {info.name} layer {name}: {', '.join(undefined)} undefined because {why}; reported as "
+                "NaN (blank in the tables)")
         for m in MEASURES:
             rows.append({
                 "experiment": info.experiment, "run": info.name, "method": info.method,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..schema import MAX_SEED
 
 
 DEFAULT_OUT = Path("reports")
@@ -67,6 +68,6 @@ class Options:
             raise UserError(f"tsne-samples must be at least 4; received {self.tsne_samples}")
         if not (isinstance(self.perplexity, (int, float)) and 0 < self.perplexity < float("inf")):
             raise UserError(f"perplexity must be a positive number; received {self.perplexity!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"seed must be a non-negative integer; received {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be a non-negative integer (at most {MAX_SEED}); received {self.seed!r}")
         return self

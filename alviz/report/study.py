@@ -6,13 +6,14 @@ What this is not: no per-experiment analysis (``analysis``); it reads the result
 from __future__ import annotations
 
 import html
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..errors import UserError
 from ..metrics import summarize
+from ..sweep import read_sweep_file
 from .document import Doc, write_report
 from .figures import STYLE, TEXT_WIDTH, new_figure, save_figure
 from .files import locked, slug
@@ -55,8 +56,8 @@ def write_study(key, results: list[ExperimentResult], out: Path, log) -> Path:
     if len(sweeps) == 1 and None not in sweeps:  # cells of one sweep: the sweep's own report
         sweep = next(iter(sweeps))
         try:
-            grid = json.loads((sweep / "sweep.json").read_text(encoding="utf-8")).get("grid") or {}
-        except (OSError, ValueError, AttributeError):
+            grid = read_sweep_file(sweep).get("grid") or {}
+        except (OSError, UserError):
             grid = {}
         name = slug(sweep.name)
         if "arch" in grid or "dataset" in grid:  # several studies in one sweep: keep them apart

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+from ..npyfile import load_npy
 from .files import hash_arrays, prune_cache, save_npy_atomic, slug
 from .options import CACHE_VERSION, NEIGHBOURS, TSNE_ITER, TSNE_PCA, Options
 from .runs import RunInfo, method_order
@@ -149,10 +151,11 @@ class TsneJob:
         path = self._path(k)
         Y = None
         if path.is_file():
-            try:
-                Y = np.load(path, allow_pickle=False)
-                Y = Y if Y.shape == (len(self.items[k][0]), 2) else None
-            except (ValueError, OSError, EOFError):
+            try:  # header checked against the file first; not a finite (n, 2) float array: redone
+                Y = load_npy(path)
+                ok = Y.shape == (len(self.items[k][0]), 2) and Y.dtype.kind == "f" and np.isfinite(Y).all()
+                Y = Y.astype(np.float64, copy=False) if ok else None
+            except (UserError, OSError):
                 Y = None
         if Y is None:
             return False
