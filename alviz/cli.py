@@ -12,9 +12,77 @@ import sys
 
 import click
 
-from .config import METHODS
+from .config import METHODS, TrainConfig
 from .errors import UserError
 from .safeio import describe
+
+#: every data set `--dataset` accepts (tests/test_cli_help.py checks it against alviz.data.DATASET_NAMES)
+DATASETS_HELP = ("mnist5k, digits, blobs, mnist, fashion-mnist, cifar10, cifar100, cifar10-5k, cifar100-5k, "
+                 "npz:PATH")
+_DEF = TrainConfig()
+
+
+def _d(text: str, default) -> str:
+    """Help text ending with the default, for options whose default a preset or config file may
+    replace (click's show_default would print None)."""
+    return f"{text}  [default: {default}]"
+
+
+def _config_options(with_seed: bool):
+    """The TrainConfig flags shared by `train` and `sweep` (None: the config file's, preset's or
+    TrainConfig's value), each with its help and default."""
+    src = "; a --config or --preset may set another"
+    opts = [
+        click.option("--arch", default=None, help=_d("mlp, cnn, vgg, resnet20, resnet32", _DEF.arch + src)),
+        click.option("--dataset", default=None, help=_d(DATASETS_HELP, _DEF.dataset + src)),
+        click.option("--activation", default=None, help=_d("relu, elu, sigmoid, tanh", _DEF.activation + src)),
+        click.option("--depth", type=int, default=None, help=_d("number of components", "the arch's")),
+        click.option("--width", type=int, default=None, help=_d("width n of the label path", "the arch's")),
+        click.option("--epochs", type=int, default=None, help=_d("training epochs", _DEF.epochs)),
+        click.option("--batch-size", type=int, default=None, help=_d("samples per step", _DEF.batch_size)),
+        click.option("--lr", type=float, default=None, help=_d("learning rate (Adam unless a preset says)", _DEF.lr)),
+    ]
+    if with_seed:
+        opts.append(click.option("--seed", type=int, default=None,
+                                 help=_d("seeds weights, data order and augmentation", _DEF.seed)))
+    opts += [
+        click.option("--device", default=None, help=_d("auto, cpu, cuda, cuda:N", _DEF.device)),
+        click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA  [default: off]"),
+        click.option("--variant", default=None, help=_d("AL variant: paper or tanh-ce (old name iclr2022)", _DEF.variant)),
+        click.option("--recipe", default=None,
+                     help=_d("alviz or authors: the whole training set-up (docs/METHOD.md)", _DEF.recipe + src)),
+        click.option("--snapshots", default=None, metavar="SPEC",
+                     help=_d("also keep the weights of these epochs: 0,1,2,5 | every:N | log (0,1,2,4,8,... and "
+                             "the last); 0 = initialisation", "none")),
+        click.option("--data-dir", default=None, help=_d("where torchvision data sets live", _DEF.data_dir)),
+        click.option("--on-nan", default=None, help=_d("stop or continue when a loss becomes NaN/inf", _DEF.on_nan)),
+    ]
+
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+def _progress(quiet: bool) -> bool:
+    """A progress bar only on a terminal; in a log (stderr not a tty) plain lines, one per epoch."""
+    return not quiet and sys.stderr.isatty()
+
+
+class _Group(click.Group):
+    """`alviz --help` lists each command's whole first sentence (click cuts them at the width)."""
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 _GROUPS = {"both": ("al", "bp"), "all": ("al", "bp", "bp-authors")}
@@ -56,7 +124,7 @@ def _not_both(resume: bool, force: bool) -> None:
         raise UserError("--resume continues runs and --force replaces them; received both, choose one")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="alviz")
 def cli():
     """alviz: train Associated Learning and backprop models, then study their hidden layers.
@@ -67,41 +135,25 @@ def cli():
 
 @cli.command()
 @click.option("--method", type=click.Choice([*METHODS, "both", "all"]), default=None,
-              help="al, bp (matched), bp-authors (the authors' BP), al-e2e (AL's losses end to end), scpl, dgl; "
-                   "both = al,bp; all = al,bp,bp-authors [all; a sweep preset: its own list]")
-@click.option("--recipe", default=None, help="alviz or authors: the training set-up (docs/METHOD.md) [alviz]")
-@click.option("--arch", default=None, help="mlp, cnn, vgg, resnet20, resnet32 [mlp]")
-@click.option("--dataset", default=None, help="mnist5k, digits, blobs, mnist, fashion-mnist, cifar10, cifar100, npz:PATH [mnist5k]")
-@click.option("--activation", default=None, help="relu, elu, sigmoid, tanh [relu]")
-@click.option("--depth", type=int, default=None, help="number of components [arch default]")
-@click.option("--width", type=int, default=None, help="width n of the label path [arch default]")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--seeds", default=None, help="several seeds, e.g. 0,1,2 (one run per method and seed)")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [auto]")
-@click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA")
-@click.option("--variant", default=None, help="AL variant: paper or tanh-ce")
-@click.option("--data-dir", default=None, help="where torchvision data sets live [data]")
-@click.option("--on-nan", default=None, help="stop or continue when a loss becomes NaN/inf [stop]")
-@click.option("--snapshots", default=None, metavar="SPEC",
-              help="also keep the weights of these epochs: 0,1,2,5 | every:N | log (0,1,2,4,8,... and the last); "
-                   "0 = initialisation [none]")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML config; flags override it")
-@click.option("--preset", default=None, help="a named preset (see `alviz presets`)")
-@click.option("--out", default=None, help="experiment folder [checkpoints/<arch>-<dataset>-<activation>]")
+              help=_d("al, bp (matched), bp-authors (the authors' BP), al-e2e (AL's losses end to end), scpl, dgl; "
+                      "both = al,bp; all = al,bp,bp-authors", "all; a sweep preset: its own list"))
+@_config_options(with_seed=True)
+@click.option("--seeds", default=None, help=_d("several seeds, e.g. 0,1,2 (one run per method and seed)", "--seed"))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help=_d("YAML config; flags override it", "none"))
+@click.option("--preset", default=None, help=_d("a named preset (see `alviz presets`)", "none"))
+@click.option("--out", default=None, help=_d("experiment folder", "checkpoints/<arch>-<dataset>-<activation>"))
 @click.option("--resume", is_flag=True, help="continue unfinished runs from their last checkpoint")
 @click.option("--force", is_flag=True, help="replace existing runs in the experiment folder")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--threads", type=int, default=None, help=_d("CPU threads for torch", "torch's choice"))
+@click.option("--quiet", is_flag=True, help="no progress bar (there is none when stderr is not a terminal)")
 @click.option("--pipeline", is_flag=True, help="local rules (al, scpl, dgl): one group of components per torchrun "
               "rank (docs/PARALLEL.md)")
 @click.option("--ddp", is_flag=True, help="data parallel over torchrun ranks (DistributedDataParallel), AL or BP")
 @click.option("--micro-batches", type=int, default=1, show_default=True, help="--pipeline: micro-batches per batch")
 def train(method, config_file, preset, out, resume, force, seeds, threads, quiet, pipeline, ddp, micro_batches,
           **flags):
-    """Train AL and/or matched BP models (default: both, MLP on mnist5k)."""
+    """Train models with one or more learning rules (default: AL, matched BP and the authors' BP; MLP on mnist5k)."""
     from . import config as cfgmod
     from .experiment import train_experiment
     from .train import set_threads
@@ -114,7 +166,7 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
     chosen = _GROUPS.get(method or "all", (method,))
     if spec.sweep is not None or spec.differs(chosen):  # a sweep, or methods with their own settings
         _train_spec(spec, overrides, chosen if method else None, _seeds(seeds), out, resume=resume,
-                    force=force, threads=threads, quiet=quiet, parallel=pipeline or ddp)
+                    force=force, threads=threads, quiet=not _progress(quiet), parallel=pipeline or ddp)
         return
     cfg = cfgmod.from_dict(overrides, spec.for_method(chosen[0]) if len(chosen) == 1 else spec.config,
                            source="command line")
@@ -132,12 +184,12 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
             raise UserError(f"--micro-batches applies to --pipeline only; received {micro_batches} without it")
         exp, results = train_parallel(cfg, methods, seed_list, out, mode="pipeline" if pipeline else "ddp",
                                       micro_batches=micro_batches, resume=resume, force=force,
-                                      progress=not quiet, log=click.echo)
+                                      progress=_progress(quiet), log=click.echo)
         if exp is None:  # ranks other than 0 report nothing
             return
     else:
         exp, results = train_experiment(cfg, methods, seed_list, out, resume=resume, force=force,
-                                        progress=not quiet, log=click.echo)
+                                        progress=_progress(quiet), log=click.echo)
     for p, r in results:
         if r is None:
             continue
@@ -151,13 +203,13 @@ def train(method, config_file, preset, out, resume, force, seeds, threads, quiet
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--dataset", default=None, help="data set to evaluate on [the run's own]")
+@click.option("--dataset", default=None, help=_d("data set to evaluate on", "the run's own"))
 @click.option("--split", default="test", show_default=True, help="train, test or all")
-@click.option("--data-dir", default=None)
-@click.option("--batch-size", type=int, default=1024, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--data-dir", default=None, help=_d("where torchvision data sets live", "the run's"))
+@click.option("--batch-size", type=int, default=1024, show_default=True, help="samples per forward pass")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
 @click.option("--epoch", type=int, default=None,
-              help="the weights of this epoch (a snapshot, see train --snapshots) [the last checkpoint]")
+              help=_d("the weights of this epoch (a snapshot, see train --snapshots)", "the last checkpoint"))
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def evaluate(run_dir, dataset, split, data_dir, batch_size, device, epoch, as_json):
     """Accuracy of a trained run (and AL's accuracy at every exit)."""
@@ -215,25 +267,28 @@ def layers(run_dir, as_json):
         return
     click.echo(f"{run.path} ({run.config.method}, {run.config.arch}, depth {len(run.model.blocks)})")
     click.echo(f"  {'name':<10s} {'role':<8s} {'position':>8s} {'on path':>7s} {'match':<6s} "
-               f"{'output':<14s} {'gap':>6s} {'flatten':>8s}")
+               f"{'output shape':<14s} {'values (gap)':>12s} {'values (flatten)':>16s}")
     for r in rows:
         shape = "x".join(str(s) for s in r["shape"])
         click.echo(f"  {r['name']:<10s} {r['role']:<8s} {r['position']:>8g} {'yes' if r['on_path'] else 'no':>7s} "
-                   f"{r['match']:<6s} {shape:<14s} {r['stored']['gap']:>6d} {r['stored']['flatten']:>8d}")
+                   f"{r['match']:<6s} {shape:<14s} {r['stored']['gap']:>12d} {r['stored']['flatten']:>16d}")
+    click.echo("name: for --layers; role: encoder, bridge, decoder or head; position: along the inference path; "
+               "on path: used by inference; match: the key that pairs AL and BP layers; output shape: per "
+               "sample; values (gap) / (flatten): numbers stored per sample by `alviz extract --pool gap|flatten`")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--dataset", default=None, help="data set to extract on [the run's own]")
+@click.option("--dataset", default=None, help=_d("data set to extract on", "the run's own"))
 @click.option("--split", default="test", show_default=True, help="train, test or all")
-@click.option("--max-samples", type=int, default=None, help="a seeded stratified sample of this size [all]")
+@click.option("--max-samples", type=int, default=None, help=_d("a seeded stratified sample of this size", "all"))
 @click.option("--dtype", default="float32", show_default=True, help="float32 or float16")
-@click.option("--layers", "layer_names", default=None, help="comma-separated names (see `alviz layers RUN`) [all]")
+@click.option("--layers", "layer_names", default=None, help=_d("comma-separated names (see `alviz layers RUN`)", "all"))
 @click.option("--pool", default="gap", show_default=True, help="4-D maps: gap (mean per channel) or flatten")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="samples per forward pass")
 @click.option("--force", is_flag=True, help="extract again even if a matching set exists")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
-@click.option("--data-dir", default=None, help="where torchvision data sets live [the run's]")
+@click.option("--data-dir", default=None, help=_d("where torchvision data sets live", "the run's"))
 def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batch_size, force, device, data_dir):
     """Stream hidden-layer activations of a run (or every run of an experiment) to .npy files."""
     from .experiment import find_runs
@@ -263,11 +318,12 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", default="reports", show_default=True, help="reports go to OUT/<experiment>/")
 @click.option("--max-samples", type=int, default=None,
-              help="held-out samples to measure (stratified) [all]; also caps the training samples")
+              help=_d("held-out samples to measure (stratified); also caps the training samples", "all"))
 @click.option("--train-samples", type=int, default=5000, show_default=True,
               help="training samples the k-NN and linear probe learn from")
 @click.option("--tsne-samples", type=int, default=2000, show_default=True, help="points per t-SNE panel")
-@click.option("--perplexity", type=float, default=30.0, show_default=True)
+@click.option("--perplexity", type=float, default=30.0, show_default=True,
+              help="t-SNE perplexity (lowered to (points - 1) / 3 for few points)")
 @click.option("--no-tsne", is_flag=True, help="skip t-SNE (faster)")
 @click.option("--tsne-jobs", type=int, default=1, show_default=True,
               help="openTSNE threads (-1: all cores; 1 is fastest on a busy CPU)")
@@ -278,9 +334,11 @@ def extract(run_dir, dataset, split, max_samples, dtype, layer_names, pool, batc
 @click.option("--no-similarity", is_flag=True, help="skip the layer-to-layer similarity and its noise floor")
 @click.option("--no-snapshots", is_flag=True, help="skip the snapshots of runs that keep them (training dynamics)")
 @click.option("--strip-layer", default=None,
-              help="layer of the t-SNE strip across snapshot epochs [the deepest encoder block]")
+              help=_d("layer of the t-SNE strip across snapshot epochs", "the deepest encoder block"))
+@click.option("--export", is_flag=True,
+              help="also write export/: t-SNE points as CSV and NPZ, and a TensorBoard projector bundle")
 def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no_tsne, tsne_jobs, device, seed,
-            boot, no_similarity, no_snapshots, strip_layer):
+            boot, no_similarity, no_snapshots, strip_layer, export):
     """Measure every layer, draw figures and write reports (default: all experiments under checkpoints/)."""
     from .report import Options
     from .report import analyze as _analyze
@@ -290,21 +348,26 @@ def analyze(paths, out, max_samples, train_samples, tsne_samples, perplexity, no
                    tsne_samples=tsne_samples, perplexity=perplexity, tsne_jobs=tsne_jobs,
                    device=str(resolve_device(device)), seed=seed, boot=boot,
                    similarity=not no_similarity, snapshots=not no_snapshots,
-                   strip_layer=strip_layer).validate()
+                   strip_layer=strip_layer, export=export).validate()
     folders = _analyze(list(paths), out=out, options=opts, log=click.echo)
-    for f in folders:
-        click.echo(f"report: {f / 'report.html'}  (also report.md, metrics.csv, fig_*.pdf/.png)")
+    from .report import headline
+
+    for f in folders:  # analyze logged each report line once; the headline of each experiment
+        text = headline(f)
+        if text:
+            click.echo(text)
 
 
 @cli.command()
 @click.argument("a", type=click.Path())
 @click.argument("b", type=click.Path())
-@click.option("--csv", "csv_path", default=None, help="CSV to write [OUT/<experiment of A>/compare-A-vs-B.csv]")
+@click.option("--csv", "csv_path", default=None, help=_d("CSV to write", "OUT/<experiment of A>/compare-A-vs-B.csv"))
 @click.option("--out", default="reports", show_default=True, help="report folder root (caches, default CSV)")
-@click.option("--max-samples", type=int, default=None, help="held-out samples to measure [all]")
-@click.option("--train-samples", type=int, default=5000, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-samples", type=int, default=None, help=_d("held-out samples to measure", "all"))
+@click.option("--train-samples", type=int, default=5000, show_default=True,
+              help="training samples the k-NN and linear probe learn from")
+@click.option("--device", default="auto", show_default=True, help="device for extraction: auto, cpu, cuda, cuda:N")
+@click.option("--seed", type=int, default=0, show_default=True, help="seeds samples, probes and the bootstrap")
 @click.option("--boot", type=int, default=200, show_default=True,
               help="bootstrap replicates per measure and layer (0: no intervals)")
 @click.option("--no-similarity", is_flag=True, help="skip the layer-to-layer CKA / Procrustes / k-NN overlap")
@@ -433,34 +496,20 @@ def _methods_opt(value):
 @cli.command()
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
               help="sweep a TrainConfig key over values (repeatable; cells = the product)")
-@click.option("--methods", default=None, help="comma list of al, bp, bp-authors, al-e2e, scpl, dgl; both = al,bp; "
-              "all = al,bp,bp-authors [the sweep section's, else al,bp]")
-@click.option("--seeds", default=None, help="e.g. 0,1,2 [the sweep section's, else the config's seed]")
+@click.option("--methods", default=None, help=_d("comma list of al, bp, bp-authors, al-e2e, scpl, dgl; both = al,bp; "
+              "all = al,bp,bp-authors", "the sweep section's, else al,bp"))
+@click.option("--seeds", default=None, help=_d("e.g. 0,1,2", "the sweep section's, else the config's seed"))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML config (may hold a sweep section); flags override it")
-@click.option("--preset", default=None, help="a named preset (see `alviz presets`)")
-@click.option("--arch", default=None)
-@click.option("--dataset", default=None)
-@click.option("--activation", default=None)
-@click.option("--depth", type=int, default=None)
-@click.option("--width", type=int, default=None)
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [auto]")
-@click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA")
-@click.option("--variant", default=None)
-@click.option("--recipe", default=None, help="alviz or authors (docs/METHOD.md)")
-@click.option("--data-dir", default=None)
-@click.option("--on-nan", default=None)
-@click.option("--snapshots", default=None, metavar="SPEC", help="keep the weights of these epochs (see alviz train)")
-@click.option("--out", default=None, help="sweep folder [checkpoints/<preset>, else checkpoints/<experiment>-sweep]")
+              help=_d("YAML config (may hold a sweep section); flags override it", "none"))
+@click.option("--preset", default=None, help=_d("a named preset (see `alviz presets`)", "none"))
+@_config_options(with_seed=False)
+@click.option("--out", default=None, help=_d("sweep folder", "checkpoints/<preset>, else checkpoints/<experiment>-sweep"))
 @click.option("--resume", is_flag=True,
               help="continue the sweep in --out (alone: as stored in its sweep.json); re-running the command also does")
 @click.option("--force", is_flag=True, help="retrain finished runs (replacing them)")
 @click.option("--dry-run", is_flag=True, help="list the cells and runs; train nothing")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--threads", type=int, default=None, help=_d("CPU threads for torch", "torch's choice"))
+@click.option("--quiet", is_flag=True, help="no progress bar (there is none when stderr is not a terminal)")
 def sweep(grid, methods, seeds, config_file, preset, out, resume, force, dry_run, threads, quiet, **flags):
     """Train a grid of experiments into one folder: DIR/<cell>/<method>-seed<k>/ and DIR/sweep.json.
 
@@ -487,7 +536,7 @@ def sweep(grid, methods, seeds, config_file, preset, out, resume, force, dry_run
             raise UserError("nothing to sweep: give --grid KEY=V1,V2 (and/or --methods, --seeds), or a preset or "
                             "config with a sweep section (e.g. --preset sigmoid-study)")
         sw = swmod.make_sweep(spec, overrides, grid_values, method_list, seed_list, out)
-    runner = swmod.SweepRunner(sw, force=force, progress=not quiet, log=click.echo,
+    runner = swmod.SweepRunner(sw, force=force, progress=_progress(quiet), log=click.echo,
                                command=" ".join(["alviz", *sys.argv[1:]]))
     if dry_run:
         runner.check_folder()

@@ -1,6 +1,6 @@
 """t-SNE helpers for hidden-layer activations: sampling, embedding, aligning panels.
 
-What this is: three pure-array functions.
+What this is: pure-array functions.
 
 - ``stratified_sample(y, n, seed=...)``: seeded, class-proportional row indices (sorted).
 - ``tsne(Z, ...)``: a 2-D openTSNE embedding (PCA initialisation, perplexity 30 by default,
@@ -10,6 +10,11 @@ What this is: three pure-array functions.
   Euclidean geometry the distance measures in ``alviz.metrics`` use.
 - ``procrustes_align(Y, ref)``: rotate/reflect (and translate, optionally scale) one embedding
   onto another of the same points, so panels of several layers or runs can be compared.
+- ``tsne(Z, init=Y_ref)``: start from another embedding of the same points (rescaled to
+  openTSNE's recommended tiny spread) instead of PCA, so a class lands where it sits in ``Y_ref``.
+- ``centroid_shift(Y, ref, labels)``: how far each class's centroid lies from its place in a
+  reference embedding, in units of the reference's radius (0: same place; about 1: across).
+- ``neighbours(Z, k)``: each row's k nearest other rows (Euclidean, after the same PCA t-SNE uses).
 
 What this is not: no plotting, no file I/O, no torch, no choice of which layer or split to
 embed, and no quantitative measure (t-SNE distances are not meaningful as numbers; use
@@ -23,7 +28,7 @@ import numpy as np
 
 from .sampling import stratified_sample  # re-exported: alviz.embed.stratified_sample keeps working
 
-__all__ = ["stratified_sample", "tsne", "procrustes_align"]
+__all__ = ["stratified_sample", "tsne", "procrustes_align", "centroid_shift", "neighbours"]
 
 
 def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter: int = 500,
@@ -119,3 +124,40 @@ def procrustes_align(Y, ref, *, scale: bool = False, reflection: bool = True) ->
         norm = float(np.sum(A * A))
         s = float(sv_sum) / norm if norm > 0 else 1.0
     return s * (A @ R) + ref.mean(axis=0)
+
+
+def centroid_shift(Y, ref, labels) -> float:
+    """Mean over classes of the distance between a class's centroid in ``Y`` and in ``ref``
+    (same points, same order, already aligned), divided by the RMS distance of ``ref``'s points
+    to its centre: 0 when every class sits where it sits in ``ref``; about 1 when classes sit a
+    panel's radius away."""
+    Y = np.asarray(Y, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    labels = np.asarray(labels)
+    if Y.shape != ref.shape or Y.ndim != 2 or len(labels) != len(Y):
+        raise ValueError(f"Y, ref and labels must describe the same points; got {Y.shape}, {ref.shape}, "
+                         f"{labels.shape}.")
+    radius = float(np.sqrt(((ref - ref.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    d = [np.linalg.norm(Y[labels == c].mean(axis=0) - ref[labels == c].mean(axis=0)) for c in np.unique(labels)]
+    return float(np.mean(d) / radius) if radius > 0 else 0.0
+
+
+def neighbours(Z, k: int, *, pca_dims: int | None = 50, seed: int = 0) -> np.ndarray:
+    """(N, min(k, N - 1)) int32 indices of each row's nearest other rows by Euclidean distance,
+    nearest first; rows wider than ``pca_dims`` are first reduced by the same seeded PCA as
+    ``tsne`` (so the neighbours are those t-SNE sees)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.asarray(Z, dtype=np.float64)
+    if X.ndim != 2 or len(X) < 2:
+        raise ValueError(f"Z must be a 2-D array of at least 2 rows; got shape {X.shape}.")
+    if pca_dims is not None and X.shape[1] > pca_dims:
+        from sklearn.decomposition import PCA
+
+        X = PCA(n_components=int(min(pca_dims, len(X))), random_state=seed).fit_transform(X)
+    k = int(min(k, len(X) - 1))
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X, return_distance=False)
+    out = np.empty((len(X), k), dtype=np.int32)
+    for i, row in enumerate(idx):  # drop the point itself (not always first when duplicates tie)
+        out[i] = [j for j in row if j != i][:k]
+    return out

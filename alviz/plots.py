@@ -15,10 +15,14 @@ the Figure for grids); when no Axes is given a new pyplot figure is made. The da
   the per-epoch list of dicts of a run's meta.json (keys ``epoch``, ``test_acc``,
   ``loss_assoc{k}``, ``loss_ae{k}``, ``test_acc_exit{k}``, ...).
 
-The palette is colour-blind safe: classes use seaborn's ``colorblind`` 10-colour list (a
-sequential colormap beyond 10 classes), always in label order, so class ``c`` has the same
-colour in every panel and in the HTML viewer (``class_colors``). AL and BP differ by colour,
-marker and line style, so the figures survive greyscale printing.
+The palette is colour-blind safe: classes use seaborn's ``colorblind`` 10-colour list, always
+in label order, so class ``c`` has the same colour in every panel and in the HTML viewer
+(``class_colors``). Beyond 10 classes, classes are coloured by group (``class_groups``:
+CIFAR-100's 20 superclasses, else blocks of consecutive labels), never by 100 shades of one
+colormap; the class itself is shown on hover in the viewer. AL and BP differ by colour, marker
+and line style, so the figures survive greyscale printing. Every line drawn reaches 3:1
+contrast on white; log axes say so in their label; epoch axes start at 1; every measure's axis
+says which direction is better.
 
 What this is not: no file I/O, no ``savefig``, no global style changes (fonts, sizes and file
 formats are chosen by ``alviz.report``), no computation of measures (see ``alviz.metrics``).
@@ -31,11 +35,14 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .palette import PALETTE, class_colors, class_groups
+
 __all__ = [
     "PALETTE",
     "METHOD_STYLE",
     "MEASURE_LABELS",
     "class_colors",
+    "class_groups",
     "method_style",
     "figure_legend",
     "measure_by_layer",
@@ -47,10 +54,6 @@ __all__ = [
     "exit_accuracy",
     "study",
 ]
-
-#: seaborn "colorblind" (10 colours), in class-label order.
-PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
-           "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"]
 
 #: How each method is drawn: colour, marker, line style and legend label.
 METHOD_STYLE = {
@@ -83,19 +86,19 @@ _GROUP_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
 # ------------------------------------------------------------------------------------ helpers
-def class_colors(n: int) -> list[str]:
-    """``n`` colours for class labels 0..n-1: the colour-blind-safe palette for n <= 10, else
-    ``n`` evenly spaced colours of the perceptually uniform ``viridis`` map."""
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"n must be a non-negative number of classes; got {n}.")
-    if n <= len(PALETTE):
-        return PALETTE[:n]
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
+def direction(measure: str) -> str:
+    """"higher is better" / "lower is better" for a measure of ``alviz.metrics`` (else "")."""
+    from .metrics import MEASURES
 
-    cmap = colormaps["viridis"]
-    return [to_hex(cmap(i / max(n - 1, 1))) for i in range(n)]
+    m = MEASURES.get(measure)
+    if m is None:
+        return ""
+    return "higher is better" if m.higher_is_better else "lower is better"
+
+
+def _yerr(errs):
+    """Error bars to draw, or None when there are none (the legend then shows no bars)."""
+    return errs if any(e > 0 for e in errs) else None
 
 
 def method_style(method: str) -> dict:
@@ -191,7 +194,7 @@ def _layer_ticks(ax, names_at: dict[float, dict[str, str]], boundary: float | No
     if len(xs) > 1:
         ax.set_xlim(xs[0] - 0.4, xs[-1] + 0.4)
     if boundary is not None:
-        ax.axvline(boundary, color="#bbbbbb", linewidth=0.6, linestyle=":", zorder=0)
+        ax.axvline(boundary, color="#767676", linewidth=0.6, linestyle=":", zorder=0)
 
 
 def _log_y(ax) -> None:
@@ -271,7 +274,7 @@ def measure_by_layer(records, measure: str = "ratio", *, ax=None, err: str | Non
         errs = [_err(v, err) for _, v in series[m]]
         n_seeds = max(len(v) for _, v in series[m])
         label = st["label"] + (f" (n={n_seeds})" if n_seeds > 1 else "")
-        ax.errorbar(xs, means, yerr=errs if any(errs) else None, color=st["color"],
+        ax.errorbar(xs, means, yerr=_yerr(errs), color=st["color"],
                     marker=st["marker"], linestyle=st["linestyle"], label=label, capsize=2,
                     markersize=3.5, linewidth=1.2, elinewidth=0.8)
     if reference is not None:
@@ -279,7 +282,12 @@ def measure_by_layer(records, measure: str = "ratio", *, ax=None, err: str | Non
     _layer_ticks(ax, names, boundary, compact)
     if logy:
         _log_y(ax)
-    ax.set_ylabel(ylabel or MEASURE_LABELS.get(measure, measure))
+    label = ylabel or MEASURE_LABELS.get(measure, measure)
+    notes = [n for n in (direction(measure) if ylabel is None and "lower:" not in label else "",
+                         "log scale" if logy else "") if n]
+    if notes:
+        label += f" ({', '.join(notes)})"
+    ax.set_ylabel(label)
     ax.set_xlabel("layer (position along the inference path)")
     ax.grid(axis="y", linewidth=0.4, alpha=0.5)
     if legend:
@@ -304,7 +312,7 @@ def distances_by_layer(records, *, fig=None, err: str | None = "std", logy: bool
                                ("(a) intra-class distance", "(b) inter-class distance")):
         measure_by_layer(rows, meas, ax=ax, err=err, logy=logy, legend=False,
                          ylabel="mean Euclidean distance")
-        ax.set_title(title, loc="left")
+        ax.set_title(f"{title} ({direction(meas)})" if direction(meas) else title, loc="left")
     axes[1].tick_params(labelleft=True)
     figure_legend(fig, axes[0])
     return fig
@@ -328,10 +336,13 @@ def measures_grid(records, measures: Sequence[str], *, fig=None, err: str | None
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, (ax, m) in enumerate(zip(axes, measures)):
         measure_by_layer(rows, m, ax=ax, err=err, legend=False, compact=True,
-                         logy=m in ("intra", "inter", "fisher_ratio", "nc1"))
+                         logy=m in ("intra", "inter", "fisher_ratio", "nc1"), ylabel="")
         ax.set_xlabel("")
-        ax.set_title(MEASURE_LABELS.get(m, m), loc="left")
-        ax.set_ylabel("")
+        log = m in ("intra", "inter", "fisher_ratio", "nc1")
+        better = direction(m)
+        ax.set_title(MEASURE_LABELS.get(m, m).replace(" (lower: more collapsed)", ""), loc="left")
+        ax.set_ylabel(", ".join(x for x in (better.replace(" is ", " "), "log scale" if log else "") if x),
+                      fontsize="x-small")
         ax.tick_params(axis="x", labelsize="x-small")
         ax.tick_params(axis="y", which="both", labelsize="x-small")
     for ax in axes[len(measures):]:
@@ -344,7 +355,7 @@ def measures_grid(records, measures: Sequence[str], *, fig=None, err: str | None
 def tsne_grid(panels, labels, *, row_names: Sequence[str], col_names: Sequence[str],
               titles: Mapping | None = None, class_names: Sequence[str] | None = None,
               colors: Sequence[str] | None = None, point_size: float = 1.5, fig=None,
-              legend: bool = True, rasterized: bool = True):
+              legend: bool = True, rasterized: bool = True, seed: int = 0):
     """A grid of 2-D embeddings: one row per ``row_names`` entry (e.g. AL, BP), one column per
     ``col_names`` entry (e.g. layer positions).
 
@@ -352,7 +363,9 @@ def tsne_grid(panels, labels, *, row_names: Sequence[str], col_names: Sequence[s
     order (missing or None: an empty panel). ``labels`` (N,) are class indices 0..C-1, coloured
     with ``class_colors`` (or ``colors``). ``titles`` maps ``(row, col)`` to a panel title
     (default: the column name). Axes carry no ticks: t-SNE coordinates have no units. Scatter
-    points are rasterised inside vector outputs to keep PDFs small. Returns the Figure.
+    points are rasterised inside vector outputs to keep PDFs small; they are drawn in a seeded
+    random order (``seed``), so no class always lies on top of the others. Beyond 10 classes the
+    legend shows the colour groups (``class_groups``). Returns the Figure.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -361,7 +374,8 @@ def tsne_grid(panels, labels, *, row_names: Sequence[str], col_names: Sequence[s
     colors = list(colors) if colors is not None else class_colors(n_classes)
     if len(colors) < n_classes:
         raise ValueError(f"need {n_classes} colours, got {len(colors)}")
-    point_colors = np.asarray(colors, dtype=object)[labels] if len(labels) else []
+    order = np.random.default_rng(seed).permutation(len(labels))
+    point_colors = np.asarray(colors, dtype=object)[labels[order]] if len(labels) else []
     nr, nc = len(row_names), len(col_names)
     if nr == 0 or nc == 0:
         raise ValueError("tsne_grid needs at least one row and one column")
@@ -393,17 +407,23 @@ def tsne_grid(panels, labels, *, row_names: Sequence[str], col_names: Sequence[s
             if Y.shape != (len(labels), 2):
                 raise ValueError(f"panel {(r, c)} has shape {Y.shape}; expected "
                                  f"({len(labels)}, 2), the same points as labels")
-            ax.scatter(Y[:, 0], Y[:, 1], c=point_colors, s=point_size, linewidths=0,
-                       rasterized=rasterized)
+            ax.scatter(Y[order, 0], Y[order, 1], c=point_colors, s=point_size, linewidths=0,
+                       marker="o", rasterized=rasterized)
     if legend and n_classes:
         from matplotlib.lines import Line2D
 
         names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
-        handles = [Line2D([], [], marker="o", linestyle="", markersize=4, color=colors[k],
-                          label=names[k] if k < len(names) else str(k))
-                   for k in range(n_classes)]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(n_classes, 10),
-                   frameon=False, handletextpad=0.1, columnspacing=0.8, title="class")
+        names += [str(k) for k in range(len(names), n_classes)]
+        title = "class"
+        entries = [(names[k], colors[k]) for k in range(n_classes)]
+        if n_classes > len(PALETTE):  # one entry per colour group
+            gnames, of = class_groups(names)
+            entries = [(gnames[g], colors[of.index(g)]) for g in range(len(gnames))]
+            title = "class group"
+        handles = [Line2D([], [], marker="o", linestyle="", markersize=4, color=c, label=lab)
+                   for lab, c in entries]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(entries), 10 if len(entries) <= 10 else 4),
+                   frameon=False, handletextpad=0.1, columnspacing=0.8, title=title)
     return fig
 
 
@@ -416,10 +436,16 @@ def _histories(histories) -> list[dict]:
     return hs
 
 
-def _integer_x(ax) -> None:
+def _epoch_x(ax) -> None:
+    """Epoch axis: integer ticks, starting at epoch 1 (markers at the edge are not clipped)."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    hi = max([max(line.get_xdata(), default=1) for line in ax.get_lines()] + [1])
+    ax.set_xlim(1, max(hi, 2))
+    for line in ax.get_lines():
+        line.set_clip_on(False)
+    ax.set_xlabel("epoch")
 
 
 def _curve(hist: list[dict], key: str):
@@ -466,8 +492,7 @@ def training_curves(histories, *, ax=None, key: str = "test_acc", ylabel: str | 
                 label=st["label"] + (f" (n={n}, band: min–max)" if n > 1 else ""))
         if n > 1:
             ax.fill_between(ep, lo, hi, color=st["color"], alpha=0.2, linewidth=0)
-    _integer_x(ax)
-    ax.set_xlabel("epoch")
+    _epoch_x(ax)
     ax.set_ylabel(ylabel or MEASURE_LABELS.get(key, key))
     ax.grid(linewidth=0.4, alpha=0.5)
     ax.legend(frameon=False, loc="best")
@@ -487,10 +512,10 @@ def al_losses(histories, *, ax=None, logy: bool = True):
     comps = sorted({int("".join(ch for ch in k if ch.isdigit())) for k in keys})
     from matplotlib import colormaps
 
-    cmap = colormaps["cividis"]
+    cmap = colormaps["cividis"]  # 0 .. 0.6: every component's line reaches 3:1 contrast on white
     for k in keys:
         comp = int("".join(ch for ch in k if ch.isdigit()))
-        color = cmap(0.1 + 0.8 * comps.index(comp) / max(len(comps) - 1, 1))
+        color = cmap(0.6 * comps.index(comp) / max(len(comps) - 1, 1))
         curves = [c for c in (_curve(h["history"], k) for h in hs) if len(c[0])]
         ep, mean, _, _ = _mean_curve(curves)
         kind = "assoc" if "assoc" in k else "AE"
@@ -498,9 +523,8 @@ def al_losses(histories, *, ax=None, logy: bool = True):
                 linewidth=1.2, label=f"{kind} {comp}")
     if logy:
         ax.set_yscale("log")
-    _integer_x(ax)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("AL local loss")
+    _epoch_x(ax)
+    ax.set_ylabel("AL local loss" + (" (log scale)" if logy else ""))
     ax.grid(linewidth=0.4, alpha=0.5)
     ax.legend(frameon=False, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.28),
               handlelength=1.8, columnspacing=1.0)
@@ -535,13 +559,13 @@ def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
     for m in _methods(per_k):
         st = method_style(m)
         ks = sorted(per_k[m])
-        ax.errorbar(ks, [_mean(per_k[m][k]) for k in ks], yerr=[_err(per_k[m][k], err) for k in ks],
+        ax.errorbar(ks, [_mean(per_k[m][k]) for k in ks], yerr=_yerr([_err(per_k[m][k], err) for k in ks]),
                     color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
                     capsize=2, markersize=3.5, linewidth=1.2, label=f"{st['label']}, exit at depth k")
     for m in _methods(final):
         st = method_style(m)
         d = depth or 1
-        ax.errorbar([d], [_mean(final[m])], yerr=[_err(final[m], err)], color=st["color"],
+        ax.errorbar([d], [_mean(final[m])], yerr=_yerr([_err(final[m], err)]), color=st["color"],
                     marker=st["marker"], linestyle="", capsize=2, markersize=4,
                     label=f"{st['label']} (full depth)")
         ax.axhline(_mean(final[m]), color=st["color"], linestyle=":", linewidth=0.8)
@@ -663,7 +687,7 @@ def study(records, *, x: str, measure: str, group: str | None = None, ax=None,
             ls = st["linestyle"] if not group else _GROUP_LINESTYLES[gi % len(_GROUP_LINESTYLES)]
             mk = st["marker"] if not group else _GROUP_MARKERS[gi % len(_GROUP_MARKERS)]
             ax.errorbar([p for p, _ in pts], [_mean(v) for _, v in pts],
-                        yerr=[_err(v, err) for _, v in pts], color=st["color"], marker=mk,
+                        yerr=_yerr([_err(v, err) for _, v in pts]), color=st["color"], marker=mk,
                         linestyle=ls, capsize=2, markersize=3.5, linewidth=1.2, label=label)
     ax.set_xticks(sorted(pos.values()))
     ax.set_xticklabels([str(v) for v in sorted(pos, key=pos.get)])

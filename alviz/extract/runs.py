@@ -176,7 +176,7 @@ def _existing(final: Path, settings: dict, names: list[str], force: bool,
     if final.is_symlink() or not final.is_dir() or not (final / MANIFEST).is_file():
         if not force:
             raise UserError(f"{final} exists but is not an alviz activation set (no {MANIFEST}); move it "
-                            "away, or give --force to replace it")
+                            "away, or replace it with `alviz extract RUN --force`")
         return False, "--force: replacing it"
     if force:
         return False, "--force: extracting again"
@@ -195,7 +195,7 @@ def _existing(final: Path, settings: dict, names: list[str], force: bool,
     extra = len(have.layers) - len(names)
     more = f", and {extra} more" if extra > 0 else ""
     return True, (f"reusing {final} (same checkpoint and settings; it holds the {len(names)} requested "
-                  f"layer(s){more}); --force extracts again")
+                  f"layer(s){more}); `alviz extract RUN --force` extracts again")
 
 
 def extract_run(run_dir, *, dataset=None, split="test", layers=None, max_samples=None, dtype="float32",

@@ -45,9 +45,11 @@ One file per job, in the order the data flows::
     figures.py    the paper-style figures of an experiment (PDF + PNG, captions)
     tables.py     the report's tables and number formats
     document.py   Markdown + self-contained HTML rendering; writing a report folder
-    viewer.py     the interactive viewer's data and HTML block
+    viewer.py     the interactive viewer's data (predictions, neighbours, a thumbnail sprite) and
+                  its HTML block
     assets/       report.css and viewer.js: the page's style and the viewer, inlined when written
     study.py      study reports across experiments
+    export.py     ``analyze --export``: t-SNE points as CSV/NPZ and a TensorBoard projector bundle
     analysis.py   ``analyze``: the steps above in order, per experiment
     verdicts.py   paired comparisons: which side is better only where the data say so
     simsection.py layer-to-layer similarity (CKA, Procrustes, k-NN overlap) and its seed noise floor
@@ -55,6 +57,7 @@ One file per job, in the order the data flows::
     aldiag.py     AL's association gap, label-code separation and readout ladder
     intervalfigs.py  figures with intervals; the readout ladder
     reviewer.py   the sections above, computed and placed in an experiment's report
+    headline.py   the short AL-vs-BP table ``alviz analyze`` prints at the end
     compare.py    ``compare``: two runs or experiments side by side
 
 What this is not: no training, no hooks (``alviz.extract``), no measure definitions
@@ -65,6 +68,7 @@ from __future__ import annotations
 
 from .analysis import analyze
 from .compare import better_side, compare, compare_rows, format_compare_extra, format_compare_table
+from .headline import headline
 from .measure import aggregate
 from .options import COMPARE_COLUMNS, CSV_COLUMNS, DEFAULT_OUT, FIGURES, Options
 from .runs import collect_runs
@@ -77,6 +81,7 @@ __all__ = [
     "better_side",
     "format_compare_table",
     "format_compare_extra",
+    "headline",
     "aggregate",
     "collect_runs",
     "DEFAULT_OUT",

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
+import os
+import re
+import struct
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -31,14 +34,34 @@ def md_table(head, body, best=()) -> str:
     return "\n".join(lines)
 
 
+NUMERIC = re.compile(r"^(?:[-+−]?\d|[-–]$|\[|nan|inf)")
+
+
 def html_table(head, body, best=()) -> str:
-    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    """A table in a horizontally scrollable box (the page never scrolls sideways); a column is
+    left-aligned, header included, when one of its cells is not a number."""
+    left = [any(c and not NUMERIC.match(c) for c in (row[j] for row in body if j < len(row)))
+            for j in range(len(head))]
+
+    def cell(tag, text, j, extra=""):
+        cls = " ".join(x for x in ("l" if left[j] else "", extra) if x)
+        attr = f' class="{cls}"' if cls else ""
+        return f"<{tag}{attr}>{html.escape(text)}</{tag}>"
+
+    out = ["<div class=\"table\"><table><thead><tr>" + "".join(cell("th", h, j) for j, h in enumerate(head))
+           + "</tr></thead><tbody>"]
     for i, row in enumerate(body):
-        out.append("<tr>" + "".join(
-            f"<td class=\"best\">{html.escape(c)}</td>" if (i, j) in best else f"<td>{html.escape(c)}</td>"
-            for j, c in enumerate(row)) + "</tr>")
-    out.append("</tbody></table>")
+        out.append("<tr>" + "".join(cell("td", c, j, "best" if (i, j) in best else "") for j, c in enumerate(row))
+                   + "</tr>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
+
+
+def png_css_width(png: bytes, dpi: int = 300, px_per_inch: int = 110) -> int:
+    """The on-screen width (CSS px) of a PNG saved at ``dpi``: every figure's 8 pt text then
+    shows at the same size, whatever the figure's width."""
+    width = struct.unpack(">I", png[16:20])[0] if png[:8] == b"\x89PNG\r\n\x1a\n" else dpi * 6
+    return int(round(width / dpi * px_per_inch))
 
 
 def script_json(obj) -> str:
@@ -97,8 +120,10 @@ class Doc:
                 out.append(html_table(b[1], b[2], b[3]))
             elif b[0] == "fig":
                 src = "data:image/png;base64," + base64.b64encode(b[2]).decode("ascii")
-                out.append(f"<figure id=\"{b[1]}\"><img alt=\"{b[1]}\" src=\"{src}\">"
-                           f"<figcaption>{html.escape(b[3])}</figcaption></figure>")
+                out.append(f"<figure id=\"{b[1]}\"><img alt=\"{b[1]}\" src=\"{src}\" "
+                           f"style=\"width:{png_css_width(b[2])}px\">"
+                           f"<figcaption>{html.escape(b[3])} <a href=\"{b[1]}.pdf\">PDF</a> \u00b7 "
+                           f"<a href=\"{b[1]}.png\">PNG</a></figcaption></figure>")
             elif b[0] == "raw":
                 out.append(b[1])
         out.append(f"<script type=\"application/json\" id=\"alviz-data\">{data_json}</script>")
@@ -106,8 +131,43 @@ class Doc:
         return "\n".join(out) + "\n"
 
 
+def shown_path(p) -> str:
+    """A path as a page may show it: relative to the working folder when it lies below it,
+    else only its last component (a report holds no absolute path of the machine it was made
+    on, and stays true when its folder moves)."""
+    p = Path(p)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return p.name or str(p)
+
+
+def strip_paths(obj):
+    """``obj`` (JSON-able) with every absolute path string (also ``npz:/...``) made ``shown_path``."""
+    if isinstance(obj, dict):
+        return {k: strip_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strip_paths(v) for v in obj]
+    if isinstance(obj, str):
+        if obj.startswith("npz:") and os.path.isabs(obj[4:]):
+            return "npz:" + shown_path(obj[4:])
+        if os.path.isabs(obj):
+            return shown_path(obj)
+    return obj
+
+
+def files_line(figs) -> tuple[str, str]:
+    """(HTML, Markdown) links to the files written beside the report."""
+    names = ["report.md", "metrics.csv", "metrics.json"] + [f"{stem}.pdf" for stem in figs]
+    links = " ".join(f"<a href=\"{html.escape(n)}\">{html.escape(n)}</a>" for n in names)
+    return (f"<p class=\"note files\">Files beside this page: {links}</p>",
+            "Files: " + ", ".join(f"[{n}]({n})" for n in ["report.html", "metrics.csv", "metrics.json"]))
+
+
 def write_report(folder: Path, doc: Doc, rows_all: list[dict], payload: dict) -> None:
     write_text_atomic(folder / "metrics.csv", csv_text(rows_all, CSV_COLUMNS))
     write_text_atomic(folder / "metrics.json", to_json(payload))
     write_text_atomic(folder / "report.md", doc.markdown())
-    write_text_atomic(folder / "report.html", doc.html(script_json(payload)))
+    write_text_atomic(folder / "report.html", doc.html(script_json(strip_paths(payload))))

@@ -399,12 +399,12 @@ def dynamics_figures(rows: list[dict], curves: list[dict], strip, class_names, f
     return figs
 
 
-def strip_viewer_payload(strip, class_names, colors, thumbs) -> dict:
+def strip_viewer_payload(strip, class_names, colors, thumbs, groups=None) -> dict:
     """The viewer data of the strip (the same format as the t-SNE grid's, columns are epochs)."""
     from .viewer import viewer_payload
 
     data = {**strip, "titles": {k: f"{strip['layer']}, epoch {k[1]}" for k in strip["panels"]}}
-    payload = viewer_payload(data, class_names, colors, thumbs)
+    payload = viewer_payload(data, class_names, colors, thumbs, groups=groups)
     payload["cols"] = [str(e) for e in strip["cols"]]
     payload["colLabel"] = "epoch"
     payload["layer"] = strip["layer"]

@@ -98,8 +98,10 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
             nc = len(cols_n)
             width = min(TEXT_WIDTH, 1.3 * nc + 0.4)
             fig = new_figure(width, 1.25 * len(rows_n) + 0.55)
+            groups = plots.class_groups(class_names)
             plots.tsne_grid(panels, tsne_data["labels"], row_names=rows_n, col_names=cols_n,
                             titles=titles, class_names=class_names, fig=fig,
+                            colors=plots.class_colors(len(class_names), None if groups is None else groups[1]),
                             point_size=1.2 if tsne_data["n"] > 1000 else 2.5)
             ref = tsne_data["reference"]
             runs = ", ".join(f"{plots.method_style(m)['label']}: {r}" for m, r in tsne_data["runs"].items())
@@ -107,8 +109,10 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
                 f"t-SNE (openTSNE, PCA initialisation, perplexity {tsne_data['perplexity']:g}) of "
                 f"the same {tsne_data['n']} held-out samples (stratified) in every panel; columns: "
                 f"layers along the inference path, rows: methods ({runs}). Each panel is "
-                f"Procrustes-aligned (rotation, reflection, scale) onto the "
-                f"{plots.method_style(ref[0])['label']} {tsne_data['titles'][ref]} panel; colours: classes.")}
+                f"started from the embedding of the {plots.method_style(ref[0])['label']} {tsne_data['titles'][ref]} "
+                f"panel (the reference) and then Procrustes-aligned (rotation, reflection, scale) onto it, so a "
+                f"class tends to keep its region (each panel's class-centroid shift is in the report); points drawn in a seeded random order; colours: "
+                + ("class groups." if groups else "classes."))}
 
         hist = [{"method": i.method, "seed": i.seed, "history": i.history,
                  "depth": i.config.get("depth")} for i in infos if i.history]
@@ -122,7 +126,8 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
                 plots.al_losses(hist, ax=axes[1])
                 axes[1].set_title("(b) AL local losses (training set, mean over seeds)", loc="left")
             figs["fig_training"] = {**save_figure(fig, folder, "fig_training"), "caption": (
-                "Test accuracy per epoch (line: mean over seeds; band: min–max)"
+                ("Test accuracy per epoch (line: mean over seeds; band: min–max over seeds)" if n_seeds > 1
+                 else "Test accuracy per epoch (one run per method)")
                 + ("; AL's association (assoc k: bridge vs label code) and auto-encoder (AE k) "
                    "losses of each component k." if has_al_loss else "."))}
             with_exits = sorted({h["method"] for h in hist for k in (h["history"][-1] if h["history"] else {})

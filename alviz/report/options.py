@@ -35,9 +35,10 @@ FIGURES = {
     "fig_exits": "AL's test accuracy at each exit depth",
     "fig_study": "accuracy and separation across experiments (study reports only)",
 }
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: t-SNE panels start from the shared reference; layer caches hold bootstrap replicates
 TSNE_ITER = 500
 TSNE_PCA = 50
+NEIGHBOURS = 8  # nearest neighbours per point and panel, listed when a point is pinned
 
 
 @dataclass
@@ -50,7 +51,9 @@ class Options:
     intervals; the paired verdicts then say "no detectable difference"); ``similarity``: the
     layer-to-layer CKA / Procrustes / k-NN overlap section (and its noise floor across seeds);
     ``snapshots``: measure the snapshots of runs that keep them (``alviz.report.dynamics``),
-    ``strip_layer`` (None: the deepest encoder block) is the layer of the t-SNE strip across epochs."""
+    ``strip_layer`` (None: the deepest encoder block) is the layer of the t-SNE strip across epochs;
+    ``export`` also writes the t-SNE points (CSV, NPZ) and a TensorBoard projector bundle under
+    ``export/``."""
 
     max_samples: int | None = None
     train_samples: int = 5000
@@ -64,6 +67,7 @@ class Options:
     similarity: bool = True
     snapshots: bool = True  # runs with snapshots: measure every snapshot too (training dynamics)
     strip_layer: str | None = None  # the layer of the t-SNE strip across epochs [deepest shared encoder block]
+    export: bool = False
 
     def validate(self) -> "Options":
         for name in ("train_samples", "tsne_samples", "tsne_jobs"):

@@ -13,7 +13,6 @@ What this is not: no measuring of separability (``measure``), no rendering (``do
 from __future__ import annotations
 
 from ..checkpoint import write_text_atomic
-from ..metrics import MEASURES
 from ..uncertainty import NO_DIFFERENCE, clopper_pearson
 from .files import csv_text
 from .measure import replicates

@@ -125,3 +125,20 @@ def measure_defs():
     head = ["measure", "better", "definition"]
     body = [[m.name, "higher" if m.higher_is_better else "lower", m.description] for m in MEASURES.values()]
     return head, body
+
+
+def layout_note(tsne_data) -> str:
+    """One sentence on how comparable the t-SNE panels' layouts are: the class-centroid shift of
+    each panel from the reference panel (``alviz.embed.centroid_shift``)."""
+    from .. import plots
+
+    ref = tsne_data["reference"]
+    parts = [f"{plots.method_style(m)['label']} {tsne_data['titles'][(m, p)]} {v:.2f}"
+             for (m, p), v in sorted(tsne_data["shift"].items()) if (m, p) != ref]
+    vals = [v for k, v in tsne_data["shift"].items() if k != ref]
+    if not vals:
+        return "One t-SNE panel: nothing to compare its layout with."
+    return (f"Layout stability: mean distance of a class's centroid from its place in the reference panel "
+            f"({plots.method_style(ref[0])['label']} {tsne_data['titles'][ref]}), in units of that panel's "
+            f"radius (0: the same place; about 1: across the panel): median {float(np.median(vals)):.2f}, "
+            f"largest {max(vals):.2f}. Per panel: " + "; ".join(parts) + ".")

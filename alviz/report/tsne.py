@@ -1,6 +1,11 @@
 """The t-SNE grid of an experiment: rows are methods, columns are positions on the inference
 path, the same stratified held-out samples in every panel; panels come from the cache or are
-computed (possibly in worker threads beside the measures) and Procrustes-aligned.
+computed (possibly in worker threads beside the measures). Layouts are made comparable: one
+reference panel (the one whose points' nearest neighbours in the layer most often share their
+class) is embedded first and every other panel starts from its positions, then each is
+Procrustes-aligned onto it; how far each class's centroid still moves is measured (``shift``).
+Also each panel's nearest neighbours in the layer itself, and the runs' per-sample predictions
+where the activation sets hold them.
 
 What this is not: no t-SNE algorithm (``alviz.embed``), no drawing (``figures``, ``viewer``).
 """
@@ -18,7 +23,7 @@ import numpy as np
 from ..errors import UserError
 from ..npyfile import load_npy
 from .files import hash_arrays, prune_cache, save_npy_atomic, slug
-from .options import CACHE_VERSION, TSNE_ITER, TSNE_PCA, Options
+from .options import CACHE_VERSION, NEIGHBOURS, TSNE_ITER, TSNE_PCA, Options
 from .runs import RunInfo, method_order
 
 
@@ -41,8 +46,9 @@ class TsneJob:
     positions on the inference path, the same stratified held-out samples in every panel.
 
     Construction plans the panels and takes the cached ones; ``work()`` computes the rest and may
-    run in several threads at once (each takes the next panel); ``result()`` aligns the panels
-    and returns a dict (panels, labels, ids, rows, cols, titles, ...) or None."""
+    run in several threads at once (each takes the next panel; the reference comes first and the
+    others wait for it); ``result()`` aligns the panels and returns a dict (panels, labels, ids,
+    rows, cols, titles, reference, shift, neighbours, Z, pred, ...) or None."""
 
     def __init__(self, infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
         from ..embed import stratified_sample
@@ -86,37 +92,79 @@ class TsneJob:
         tcache = cache / "tsne"
         tcache.mkdir(parents=True, exist_ok=True)
         self.tcache = tcache
-        settings = {"v": CACHE_VERSION, "perplexity": self.perp, "seed": opts.seed, "n_iter": TSNE_ITER,
-                    "pca": TSNE_PCA}
+        self.settings = {"v": CACHE_VERSION, "perplexity": self.perp, "seed": opts.seed, "n_iter": TSNE_ITER,
+                         "pca": TSNE_PCA}
+        self.items: dict[tuple, tuple] = {}  # (method, position) -> (Z, prefix, what)
+        self.neighbours: dict[tuple, np.ndarray] = {}
+        self.Z: dict[tuple, np.ndarray] = {}
+        preds = {}
         for info in grid_runs:
             a = acts[info.name].test
             row_of = {int(i): r for r, i in enumerate(a.ids.tolist())}
             rows_idx = np.asarray([row_of[int(i)] for i in ids])
+            pred, conf = getattr(a, "pred", None), getattr(a, "conf", None)
+            if pred is not None:  # per-sample predictions, when the activation set holds them
+                preds[info.method] = (np.asarray(pred)[rows_idx].astype(np.int64),
+                                      None if conf is None else np.asarray(conf, dtype=np.float32)[rows_idx])
             for pos in cols:
                 name = positions[pos].get(info.method)
                 if name is None:
                     continue
                 Z = np.asarray(acts[info.name].layer("test", name)[rows_idx], dtype=np.float32)
-                prefix = f"{slug(info.name)}-{slug(name)}-"
-                path = tcache / f"{prefix}{hash_arrays(settings, Z)}.npy"
                 k = (info.method, pos)
                 self.titles[k] = name
-                Y = None
-                if path.is_file():
-                    try:  # header checked against the file first; not a finite (n, 2) float array: redone
-                        Y = load_npy(path)
-                        ok = Y.shape == (len(Z), 2) and Y.dtype.kind == "f" and np.isfinite(Y).all()
-                        Y = Y.astype(np.float64, copy=False) if ok else None
-                    except (UserError, OSError):
-                        Y = None
-                if Y is None:
-                    self.todo.append((k, Z, path, prefix, f"{info.name}/{name}"))
-                else:
-                    self.raw[k] = Y
-                    self.hits += 1
-        self.todo.reverse()  # pop() takes them in grid order
+                self.Z[k] = Z
+                self.items[k] = (Z, f"{slug(info.name)}-{slug(name)}-", f"{info.name}/{name}")
+        if not self.items:
+            return
+        from ..embed import neighbours
+
+        # each point's nearest neighbours in the layer itself (listed by the viewer), and how
+        # often they share its class; the shared reference is the panel where they do most (the
+        # clearest class layout; ties: the earlier run, the deeper layer). It is embedded first
+        # (PCA initialisation) and every other panel starts from its positions, so classes tend
+        # to keep their region across panels (how far they still move: ``shift``)
+        self.neighbours = {k: neighbours(Z, NEIGHBOURS, pca_dims=TSNE_PCA, seed=opts.seed)
+                           for k, (Z, _, _) in self.items.items()}
+        agree = {k: float((labels[nn] == labels[:, None]).mean()) for k, nn in self.neighbours.items()}
+        rank = {m: r for r, m in enumerate(i.method for i in grid_runs)}
+        self.ref_key = max(self.items, key=lambda k: (round(agree[k], 6), -rank[k[0]], k[1]))
+        self.ref_ready = threading.Event()
+        for k in [self.ref_key] + [k for k in self.items if k != self.ref_key]:
+            if not self._from_cache(k):
+                self.todo.append(k)
+        self.todo.reverse()  # pop() takes the reference first, then the grid in order
         self.plan = {"labels": labels, "ids": ids, "cols": cols, "rows": [i.method for i in grid_runs],
-                     "runs": {i.method: i.name for i in grid_runs}, "n": int(len(pick))}
+                     "runs": {i.method: i.name for i in grid_runs}, "n": int(len(pick)), "pred": preds}
+
+    def _path(self, k) -> Path:
+        """The cache file of panel k: its input, the settings and (for every panel but the
+        reference) the reference embedding it starts from."""
+        Z, prefix, _ = self.items[k]
+        init = [] if k == self.ref_key else [self.raw[self.ref_key]]
+        mode = "pca" if k == self.ref_key else "reference"
+        return self.tcache / f"{prefix}{hash_arrays({**self.settings, 'init': mode}, Z, *init)}.npy"
+
+    def _from_cache(self, k) -> bool:
+        if k != self.ref_key and self.ref_key not in self.raw:
+            return False  # its key depends on the reference: looked up once that is known
+        path = self._path(k)
+        Y = None
+        if path.is_file():
+            try:  # header checked against the file first; not a finite (n, 2) float array: redone
+                Y = load_npy(path)
+                ok = Y.shape == (len(self.items[k][0]), 2) and Y.dtype.kind == "f" and np.isfinite(Y).all()
+                Y = Y.astype(np.float64, copy=False) if ok else None
+            except (UserError, OSError):
+                Y = None
+        if Y is None:
+            return False
+        with self.lock:
+            self.raw[k] = Y
+            self.hits += 1
+        if k == self.ref_key:
+            self.ref_ready.set()
+        return True
 
     def cancel(self) -> None:
         with self.lock:
@@ -135,21 +183,32 @@ class TsneJob:
 
         while True:
             with self.lock:
-                if not self.todo:
+                if not self.todo or self.error is not None:
                     return
-                k, Z, path, prefix, what = self.todo.pop()
+                k = self.todo.pop()
+            if k != self.ref_key:
+                while not self.ref_ready.wait(0.2):  # the reference is computed by another thread
+                    if self.error is not None:
+                        return
+                if self._from_cache(k):
+                    continue
+            Z, prefix, what = self.items[k]
             t = time.perf_counter()
+            init = None if k == self.ref_key else self.raw[self.ref_key]
             Y = tsne(Z, perplexity=self.perp, seed=self.opts.seed, n_jobs=self.opts.tsne_jobs,
-                     n_iter=TSNE_ITER, pca_dims=TSNE_PCA)
+                     n_iter=TSNE_ITER, pca_dims=TSNE_PCA, init=init)
+            path = self._path(k)
             with self.lock:
                 save_npy_atomic(path, Y)
                 prune_cache(self.tcache, prefix, path.name)
                 self.raw[k] = Y
                 self.computed += 1
+            if k == self.ref_key:
+                self.ref_ready.set()
             self.log(f"t-SNE {what}: {len(Z)} points in {time.perf_counter() - t:.1f}s")
 
     def result(self):
-        from ..embed import procrustes_align
+        from ..embed import centroid_shift, procrustes_align
 
         if self.error is not None:
             raise self.error
@@ -158,15 +217,17 @@ class TsneJob:
         missing = [k for k in self.titles if k not in self.raw]
         if missing:
             raise RuntimeError(f"t-SNE panels {missing} were not computed")
-        first, cols = self.plan["rows"][0], self.plan["cols"]
-        # reference: the first row's last column (the deepest layer); every panel is rotated,
-        # reflected and uniformly scaled onto it (t-SNE is invariant to all three)
-        ref_key = next((first, p) for p in reversed(cols) if (first, p) in self.raw)
-        panels = {k: procrustes_align(Y, self.raw[ref_key], scale=True) for k, Y in self.raw.items()}
+
+        ref = self.raw[self.ref_key]
+        # every panel is also rotated, reflected and uniformly scaled onto the reference (t-SNE
+        # is invariant to all three); shift: how far each class's centroid lies from its place in
+        # the reference panel, in units of the reference panel's radius (reported per panel)
+        panels = {k: procrustes_align(Y, ref, scale=True) for k, Y in self.raw.items()}
+        shift = {k: centroid_shift(Y, panels[self.ref_key], self.plan["labels"]) for k, Y in panels.items()}
         self.log(f"t-SNE: {len(panels)} panels of {self.plan['n']} points ({self.computed} computed, "
                  f"{self.hits} from cache) in {time.perf_counter() - self.t0:.1f}s")
-        return {**self.plan, "panels": panels, "titles": self.titles, "reference": ref_key,
-                "perplexity": self.perp}
+        return {**self.plan, "panels": panels, "titles": self.titles, "reference": self.ref_key,
+                "perplexity": self.perp, "shift": shift, "neighbours": self.neighbours, "Z": self.Z}
 
 
 def tsne_panels(infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
