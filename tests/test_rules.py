@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from alviz.config import TrainConfig
 from alviz.errors import UserError
