@@ -20,7 +20,7 @@ LEVELS = {
     "train": 5, "experiment": 5, "parallel": 5, "sweep": 5,
     "extract": 6,
     "metrics": 7, "embed": 7, "similarity": 7, "uncertainty": 7, "resample": 7,
-    "plots": 8, "simplots": 8, "palette": 8,
+    "plots": 8, "simplots": 8, "palette": 8, "curves": 8,
     "report": 9,
     "cli": 10, "__main__": 10,
 }

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
+from alviz import curves as C  # noqa: E402
 from alviz import plots as P  # noqa: E402
 
 
@@ -179,7 +180,7 @@ def test_training_curves_mean_and_band():
     hs = [{"method": "al", "seed": 0, "history": history([0.5, 0.7, 0.9])},
           {"method": "al", "seed": 1, "history": history([0.3, 0.5, 0.7])},
           {"method": "bp", "seed": 0, "history": history([0.6, 0.8, 0.85], losses=False)}]
-    ax = P.training_curves(hs)
+    ax = C.training_curves(hs)
     lines = {l.get_label(): l for l in ax.lines}
     al = lines["AL (n=2, band: min–max)"]
     np.testing.assert_allclose(np.asarray(al.get_ydata(), float), [0.4, 0.6, 0.8])
@@ -192,21 +193,21 @@ def test_training_curves_mean_and_band():
 def test_al_losses_one_line_per_component_loss():
     hs = [{"method": "al", "seed": 0, "history": history([0.5, 0.7], L=3)},
           {"method": "bp", "seed": 0, "history": history([0.5, 0.7], losses=False)}]
-    ax = P.al_losses(hs)
+    ax = C.al_losses(hs)
     labels = sorted(l.get_label() for l in ax.lines)
     assert labels == ["AE 1", "AE 2", "AE 3", "assoc 1", "assoc 2", "assoc 3"]
     assert ax.get_yscale() == "log"
     assoc2 = next(l for l in ax.lines if l.get_label() == "assoc 2")
     np.testing.assert_allclose(np.asarray(assoc2.get_ydata(), float), [0.05, 0.025])
     with pytest.raises(ValueError, match="no AL history"):
-        P.al_losses([hs[1]])
+        C.al_losses([hs[1]])
 
 
 def test_exit_accuracy_per_depth_and_bp_reference():
     hs = [{"method": "al", "seed": 0, "history": history([0.5], exits=[[0.80, 0.90]])},
           {"method": "al", "seed": 1, "history": history([0.5], exits=[[0.84, 0.92]])},
           {"method": "bp", "seed": 0, "history": history([0.88], losses=False), "depth": 2}]
-    ax = P.exit_accuracy(hs)
+    ax = C.exit_accuracy(hs)
     by_label = {c.get_label(): c for c in ax.containers}
     al = by_label["AL, exit at depth k"].lines[0]
     np.testing.assert_allclose(np.asarray(al.get_xdata(), float), [1, 2])
@@ -225,14 +226,14 @@ def test_study_numeric_and_categorical_x_with_groups():
                 drop = 0.4 if (m == "bp" and act == "sigmoid" and depth == 8) else 0.0
                 recs.append({"method": m, "depth": depth, "activation": act, "seed": 0,
                              "measure": "test_acc", "value": 0.95 - drop})
-    ax = P.study(recs, x="depth", group="activation", measure="test_acc")
+    ax = C.study(recs, x="depth", group="activation", measure="test_acc")
     labels = sorted(c.get_label() for c in ax.containers)
     assert labels == ["AL, relu", "AL, sigmoid", "BP, relu", "BP, sigmoid"]
     bp_sig = next(c for c in ax.containers if c.get_label() == "BP, sigmoid").lines[0]
     np.testing.assert_allclose(np.asarray(bp_sig.get_xdata(), float), [2, 4, 8])  # numeric axis: real depths
     np.testing.assert_allclose(np.asarray(bp_sig.get_ydata(), float), [0.95, 0.95, 0.55])
     assert bp_sig.get_linestyle() != next(c for c in ax.containers if c.get_label() == "BP, relu").lines[0].get_linestyle()
-    ax2 = P.study([r for r in recs if r["depth"] == 2], x="activation", measure="test_acc")
+    ax2 = C.study([r for r in recs if r["depth"] == 2], x="activation", measure="test_acc")
     assert [t.get_text() for t in ax2.get_xticklabels()] == ["relu", "sigmoid"]  # categories
     with pytest.raises(ValueError, match="no records with measure 'ratio'"):
-        P.study(recs, x="depth", measure="ratio")
+        C.study(recs, x="depth", measure="ratio")

@@ -255,7 +255,7 @@ def test_exit_figure_draws_every_rule_with_exits():
     import matplotlib
 
     matplotlib.use("Agg")
-    from alviz import plots as P
+    from alviz import curves as C
 
     def hist(acc, exits=None):
         row = {"epoch": 1, "test_acc": acc}
@@ -266,7 +266,7 @@ def test_exit_figure_draws_every_rule_with_exits():
           {"method": "dgl", "seed": 0, "history": hist(0.95, [0.93, 0.95])},
           {"method": "scpl", "seed": 0, "history": hist(0.94), "depth": 2},
           {"method": "bp", "seed": 0, "history": hist(0.92), "depth": 2}]
-    ax = P.exit_accuracy(hs)
+    ax = C.exit_accuracy(hs)
     labels = [c.get_label() for c in ax.containers]
     assert labels == ["AL, exit at depth k", "DGL, exit at depth k", "BP (full depth)", "SCPL (full depth)"]
     dgl = ax.containers[1].lines[0]

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from alviz import embed, plots
+from alviz import curves, embed, plots
 from alviz.palette import CIFAR100_SUPERCLASS, class_colors, class_groups
 from alviz.report import document, export, viewer
 from alviz.report.headline import headline_rows
@@ -155,8 +155,8 @@ def test_lines_reach_3_to_1_contrast_and_epoch_axes_start_at_1():
 
     hist = [_hist("al", 0, k=6), _hist("bp", 0, k=6)]
     fig, axes = plt.subplots(3, 1)
-    plots.training_curves(hist, ax=axes[0])
-    plots.al_losses(hist, ax=axes[1])
+    curves.training_curves(hist, ax=axes[0])
+    curves.al_losses(hist, ax=axes[1])
     rows = [{"method": m, "seed": 0, "layer": f"l{d}", "depth": d, "role": "encoder" if d < 2 else "head",
              "measure": "ratio", "value": 1.0 + d} for m in ("al", "bp") for d in (1, 2, 3)]
     plots.measure_by_layer(rows, "ratio", ax=axes[2], reference=1.0)
@@ -172,10 +172,10 @@ def test_no_legend_error_bars_without_error_bars():
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()
-    plots.exit_accuracy([_hist("al", 0), _hist("bp", 0)], ax=ax)  # one seed: no error bars
+    curves.exit_accuracy([_hist("al", 0), _hist("bp", 0)], ax=ax)  # one seed: no error bars
     assert ax.containers and not any(c.has_yerr for c in ax.containers)
     ax.cla()
-    plots.exit_accuracy([_hist("al", 0), _hist("al", 1), _hist("bp", 0), _hist("bp", 1)], ax=ax)
+    curves.exit_accuracy([_hist("al", 0), _hist("al", 1), _hist("bp", 0), _hist("bp", 1)], ax=ax)
     assert any(c.has_yerr for c in ax.containers)
     plt.close(fig)
 

@@ -57,7 +57,7 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
     """Draw and save every figure of one experiment; returns {stem: {"png": bytes, caption}}."""
     import matplotlib
 
-    from .. import plots
+    from .. import curves, plots
 
     figs: dict[str, dict] = {}
     path_rows = [r for r in rows if r["on_path"] and r["depth"] is not None]
@@ -120,10 +120,10 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
             has_al_loss = any(i.method == "al" for i in infos if i.history)
             fig = new_figure(COLUMN_WIDTH, 4.4 if has_al_loss else 2.3)
             axes = fig.subplots(2 if has_al_loss else 1, 1, squeeze=False)[:, 0]
-            plots.training_curves(hist, ax=axes[0])
+            curves.training_curves(hist, ax=axes[0])
             axes[0].set_title("(a) test accuracy per epoch", loc="left")
             if has_al_loss:
-                plots.al_losses(hist, ax=axes[1])
+                curves.al_losses(hist, ax=axes[1])
                 axes[1].set_title("(b) AL local losses (training set, mean over seeds)", loc="left")
             figs["fig_training"] = {**save_figure(fig, folder, "fig_training"), "caption": (
                 ("Test accuracy per epoch (line: mean over seeds; band: min–max over seeds)" if n_seeds > 1
@@ -135,7 +135,7 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
             if with_exits:
                 fig = new_figure(COLUMN_WIDTH, 2.3)
                 ax = fig.add_subplot()
-                plots.exit_accuracy(hist, ax=ax)
+                curves.exit_accuracy(hist, ax=ax)
                 what = {"al": "AL: h_1(...h_k(b_k(s_k)))", "al-e2e": "AL-E2E: the same path",
                         "dgl": "DGL: its auxiliary classifier a_k(s_k)"}
                 names = "; ".join(what.get(m, plots.method_style(m)["label"]) for m in with_exits)

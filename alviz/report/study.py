@@ -48,7 +48,7 @@ def study_groups(results: list[ExperimentResult]) -> dict[tuple, list[Experiment
 def write_study(key, results: list[ExperimentResult], out: Path, log) -> Path:
     import matplotlib
 
-    from .. import plots
+    from .. import curves, plots
 
     arch, dataset = key
     name = f"study-{slug(arch)}-{slug(dataset)}"
@@ -85,9 +85,9 @@ def write_study(key, results: list[ExperimentResult], out: Path, log) -> Path:
     with locked(folder, log), matplotlib.rc_context(STYLE):
         fig = new_figure(TEXT_WIDTH, 2.5)
         axes = fig.subplots(1, 2)
-        plots.study(recs, x=x, group=group, measure="test_acc", ax=axes[0], xlabel=xlabel, legend=False)
+        curves.study(recs, x=x, group=group, measure="test_acc", ax=axes[0], xlabel=xlabel, legend=False)
         axes[0].set_title("(a) test accuracy", loc="left")
-        plots.study(recs, x=x, group=group, measure="ratio", ax=axes[1], xlabel=xlabel, legend=False,
+        curves.study(recs, x=x, group=group, measure="ratio", ax=axes[1], xlabel=xlabel, legend=False,
                     ylabel="inter / intra distance (block L)")
         axes[1].set_title("(b) separation at the last encoder layer", loc="left")
         plots.figure_legend(fig, axes[0])
