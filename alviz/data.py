@@ -243,8 +243,8 @@ def _npz(path: str, cfg) -> Raw:
             bad = np.argwhere(~np.isfinite(x))
             raise UserError(f"{src}: {key} contains {len(bad)} NaN or inf value(s), e.g. in sample {bad[0][0]}; "
                             "inputs must be finite numbers")
-        if x.dtype.itemsize > 4 and x.size and float(np.max(np.abs(x))) > np.finfo(np.float32).max:
-            bad = np.argwhere(np.abs(x) > np.finfo(np.float32).max)
+        if x.dtype.itemsize > 4 and x.size and float(np.max(np.abs(x))) > float(np.finfo(np.float32).max):
+            bad = np.argwhere(np.abs(x) > float(np.finfo(np.float32).max))
             raise UserError(f"{src}: {key} holds {len(bad)} value(s) beyond float32's range (+-3.4e38), e.g. in "
                             f"sample {bad[0][0]}; alviz computes in float32: rescale the data")
         return x if x.ndim == 2 else _to_nchw(x, src)
