@@ -13,7 +13,7 @@
    kept in lists and concatenated at the end); and `forward` (plain `model(x)` with nothing
    kept: the floor). Reported: the extraction's wall and CPU seconds (median, range) and the
    process's peak RSS above what it held before extracting, at N and 4N samples (flat memory:
-   the same peak at both).
+   the same peak at both). --quick runs each way once in this process, without the 4N run.
 2. separability: `alviz.metrics.silhouette` against `sklearn.metrics.silhouette_score` on the
    same points (alviz's subsample cap set above N, so both see every point), and
    `alviz.metrics.class_distance_stats` (mean intra- and inter-class Euclidean distance) against
@@ -178,11 +178,13 @@ def _spawn(way: str, n: int, bs: int) -> dict:
 def bench_extraction(quick: bool, reps: int) -> dict:
     n = 512 if quick else 10_000
     bs = 256
+    # --quick: every way in this process, once, no 4N run (checks the code, not the memory figures)
+    spawn = worker if quick else _spawn
     runs = {w: [] for w in WAYS}
     for r in range(reps):
         for w in (WAYS if r % 2 == 0 else WAYS[::-1]):
-            runs[w].append(_spawn(w, n, bs))
-    big = {w: _spawn(w, 4 * n, bs) for w in WAYS}
+            runs[w].append(spawn(w, n, bs))
+    big = {w: runs[w][0] for w in WAYS} if quick else {w: _spawn(w, 4 * n, bs) for w in WAYS}
     out = {"n": n, "n_big": 4 * n, "batch": bs, "layers": list(LAYERS), "reps": reps, "ways": {}}
     ref = runs["alviz"][0]["checksums"]
     fwd = statistics.median(r["cpu_s"] for r in runs["forward"])
@@ -272,15 +274,16 @@ def bench_tsne(quick: bool, reps: int) -> dict:
     from alviz.embed import tsne
 
     n, d = (150, 64) if quick else (2000, 256)
+    iters = 100 if quick else 500
     Z, _ = _points(n, d, seed=1)
 
     def direct():
         X = PCA(n_components=50, random_state=0).fit_transform(Z.astype(np.float64))
-        return np.asarray(TSNE(n_components=2, perplexity=30.0, n_iter=500, initialization="pca", random_state=0,
+        return np.asarray(TSNE(n_components=2, perplexity=30.0, n_iter=iters, initialization="pca", random_state=0,
                                n_jobs=1).fit(np.ascontiguousarray(X)))
 
     def ours():
-        return tsne(Z, perplexity=30.0, seed=0, n_jobs=1, n_iter=500)
+        return tsne(Z, perplexity=30.0, seed=0, n_jobs=1, n_iter=iters)
 
     a_ts, d_ts = [], []
     ya = yd = None
@@ -295,7 +298,7 @@ def bench_tsne(quick: bool, reps: int) -> dict:
                 (a_ts if name == "alviz" else d_ts).append(time.perf_counter() - t)
     ta, td = statistics.median(a_ts), statistics.median(d_ts)
     ratios = [a / b for a, b in zip(a_ts, d_ts)]
-    return {"n": n, "d": d, "reps": reps, "alviz_s": ta, "opentsne_s": td, "overhead": ta / td - 1.0,
+    return {"n": n, "d": d, "n_iter": iters, "reps": reps, "alviz_s": ta, "opentsne_s": td, "overhead": ta / td - 1.0,
             "overhead_per_rep": [x - 1.0 for x in ratios], "identical": bool(np.array_equal(ya, yd)),
             "alviz_all_s": a_ts, "opentsne_all_s": d_ts}
 
@@ -334,7 +337,7 @@ def table(res: dict) -> str:
               f"| {c['ratio']:.2f} | {c['alviz'][0]:.4f}/{c['alviz'][1]:.4f}; {c['sklearn'][0]:.4f}/{c['sklearn'][1]:.4f} "
               f"(max rel diff {c['max_rel_diff']:.1e}) |"]
     t = res["tsne"]
-    lines += ["", f"t-SNE of {t['n']} points x {t['d']} dims (PCA to 50, perplexity 30, 500 iterations, 1 thread): "
+    lines += ["", f"t-SNE of {t['n']} points x {t['d']} dims (PCA to 50, perplexity 30, {t['n_iter']} iterations, 1 thread): "
               f"alviz.embed.tsne {t['alviz_s']:.2f} s, openTSNE directly {t['opentsne_s']:.2f} s, overhead "
               f"{t['overhead']:+.1%} (per repetition: {', '.join(f'{x:+.1%}' for x in t['overhead_per_rep'])}); "
               f"embeddings identical: {'yes' if t['identical'] else 'NO'}.",
