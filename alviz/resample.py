@@ -114,7 +114,7 @@ def _boot_moments(Z, y_idx, counts, W):
     dnorm = np.einsum("bcd,bcd->bc", delta, delta)
     dist = np.zeros((B, C))
     tot = np.zeros(B)
-    rows = max(1, min(step, (32 << 20) // (8 * B * C)))
+    rows = max(1, min(step, (32 << 20) // max(1, 8 * B * C)))
     for a in range(0, len(Z), rows):
         blk = M._chunk_f64(Z, a, a + rows, mu)
         yi = y_idx[a:a + rows]
@@ -181,7 +181,9 @@ def layer_report(Z_test, y_test, Z_train=None, y_train=None, *, W: np.ndarray, s
     preds = {"knn_pred": None, "probe_pred": None}
     Wf = W.astype(np.float64)
     onehot = (y_idx[:, None] == np.arange(len(classes))[None]).astype(np.float64)
-    for name, fn, kw in (("knn_acc", M.knn_predict, {"k": knn_k}), ("probe_acc", M.probe_predict, {})):
+    n_train = 0 if y_train is None else len(y_train) if max_train is None else min(len(y_train), max_train)
+    k = max(1, min(knn_k, n_train))  # as metrics.layer_measures: k clipped to the training samples
+    for name, fn, kw in (("knn_acc", M.knn_predict, {"k": k}), ("probe_acc", M.probe_predict, {})):
         pred = None
         if Z_train is not None:
             pred = fn(Z_train, y_train, Z_test, y_test, seed=seed, max_train=max_train, **kw)

@@ -19,7 +19,7 @@ import re
 from .errors import UserError
 from .safeio import describe
 
-METHODS = ("al", "bp", "bp-authors")  # = config.METHODS (config imports this module; a test keeps them equal)
+METHODS = ("al", "bp", "bp-authors", "al-e2e", "scpl", "dgl")  # = config.METHODS (config imports this module; a test keeps them equal)
 
 MAX_CLASSES = 10_000  # a class label beyond MAX_CLASSES - 1 is refused (a model of a million classes is a typo)
 MAX_SEED = 2**32 - 1  # every generator alviz seeds (torch, numpy, openTSNE) accepts 0..2**32-1

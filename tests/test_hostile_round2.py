@@ -525,6 +525,8 @@ def test_11_a_constant_layer_is_reported(tmp_path):
         experiment, name, method, seed, path = "e", "al-seed0", "al", 0, tmp_path
 
     class Set:
+        pred = conf = None  # an activation set written without predictions
+
         def __init__(self, n):
             self.labels = np.arange(n) % 3
             self.layers = {"block1": np.ones((n, 4), np.float32)}

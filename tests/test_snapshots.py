@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import alviz
 from alviz import checkpoint as ckpt
+from alviz import cli
 from alviz import snapshots as snap
 from alviz.config import TrainConfig, from_dict, load_config
 from alviz.errors import UserError
@@ -287,8 +288,8 @@ def test_pipeline_and_ddp_keep_snapshots(tmp_path):
 
     for mode in ("--pipeline", "--ddp"):
         exp = tmp_path / mode.strip("-")
-        outs = launch_local(args(exp, "--method", "al", mode, epochs=2), 2, timeout=60, fork=True)
-        outs += launch_local(args(exp, "--method", "al", mode, "--resume", epochs=3), 2, timeout=60, fork=True)
+        outs = launch_local(args(exp, "--method", "al", mode, epochs=2), 2, timeout=60, fork=True, entry=cli.main)
+        outs += launch_local(args(exp, "--method", "al", mode, "--resume", epochs=3), 2, timeout=60, fork=True, entry=cli.main)
         for o in outs:
             assert o.killed is None and o.returncode == 0, o.stderr[-2000:]
         run = exp / "al-seed0"
@@ -322,7 +323,8 @@ def test_analyze_measures_every_snapshot_and_a_rerun_only_new_ones(tmp_path):
         assert {e for e, _ in got} == {"0", "1", "2"} and len(got) == 3 * n_layers
     # the snapshot of the last epoch is the checkpoint: its values are the final analysis's
     final = {(r["run"], r["layer"], r["measure"]): r["value"] for r in
-             _csv.DictReader(open(folder / "metrics.csv", newline="")) if r["stat"] == "value"}
+             _csv.DictReader(open(folder / "metrics.csv", newline=""))
+             if r["stat"] == "value" and r.get("class", "") == ""}  # whole-layer rows, not per-class ones
     for r in rows:
         if r["epoch"] == "2" and r["stat"] == "value":
             assert r["value"] == final[(r["run"], r["layer"], r["measure"])]

@@ -130,8 +130,12 @@ def load_activations(folder) -> Activations:
         if n and (pred.min() < 0 or (isinstance(n_cls, int) and pred.max() >= n_cls)):
             raise UserError(f"{where}: pred holds class {int(pred.min() if pred.min() < 0 else pred.max())}; "
                             f"allowed: 0..{(n_cls - 1) if isinstance(n_cls, int) else 'C-1'}")
-        if n and not (np.isfinite(conf).all() and conf.min() >= 0 and conf.max() <= 1):
-            raise UserError(f"{where}: conf must hold probabilities in [0, 1]; the file holds values outside it")
+        # NaN is what a diverged model predicts (its activations are refused by the analysis, which
+        # names the layer); anything else must be a probability
+        known = conf[~np.isnan(conf)]
+        if n and known.size and not (np.isfinite(known).all() and known.min() >= 0 and known.max() <= 1):
+            raise UserError(f"{where}: conf must hold probabilities in [0, 1] (or NaN, a diverged model's); the "
+                            "file holds values outside it")
 
     layers: dict[str, np.ndarray] = {}
     dtype = np.dtype(manifest["dtype"])

@@ -295,7 +295,8 @@ def dynamics_figures(rows: list[dict], curves: list[dict], strip, class_names, f
     """Draw and save the dynamics figures; returns {stem: {"png": bytes, "caption"}}."""
     import matplotlib
 
-    from .. import curves, plots
+    from .. import curves as epoch_figs
+    from .. import plots
     from .figures import STYLE, TEXT_WIDTH, COLUMN_WIDTH, new_figure, save_figure
 
     figs: dict[str, dict] = {}
@@ -307,8 +308,8 @@ def dynamics_figures(rows: list[dict], curves: list[dict], strip, class_names, f
             fig = new_figure(TEXT_WIDTH, 3.8)
             axes = np.asarray(fig.subplots(2, nc, squeeze=False))
             for j, (pos, match) in enumerate(matches):
-                curves.measure_by_epoch(rows, "ratio", match, ax=axes[0, j], title=_layer_title(rows, match))
-                curves.measure_by_epoch(rows, "probe_acc", match, ax=axes[1, j])
+                epoch_figs.measure_by_epoch(rows, "ratio", match, ax=axes[0, j], title=_layer_title(rows, match))
+                epoch_figs.measure_by_epoch(rows, "probe_acc", match, ax=axes[1, j])
                 if j == 0:
                     axes[0, j].set_ylabel(plots.MEASURE_LABELS["ratio"])
                     axes[1, j].set_ylabel(plots.MEASURE_LABELS["probe_acc"])
@@ -336,7 +337,7 @@ def dynamics_figures(rows: list[dict], curves: list[dict], strip, class_names, f
             for i, meas in enumerate(measures):
                 for j, (pos, match) in enumerate(matches):
                     ax = axes[i, j]
-                    curves.measure_by_epoch(rows, meas, match, ax=ax, logy=meas in ("intra", "inter", "fisher_ratio",
+                    epoch_figs.measure_by_epoch(rows, meas, match, ax=ax, logy=meas in ("intra", "inter", "fisher_ratio",
                                                                                    "nc1"),
                                            title=_layer_title(rows, match) if i == 0 else None)
                     if ax.get_legend():
@@ -372,7 +373,7 @@ def dynamics_figures(rows: list[dict], curves: list[dict], strip, class_names, f
                 st = plots.method_style(m)
                 series.append({"label": st["label"], "values": vals, "color": st["color"],
                                "linestyle": st["linestyle"], "marker": ""})
-            curves.series_by_epoch(series, ax=ax, markers=False)
+            epoch_figs.series_by_epoch(series, ax=ax, markers=False)
             ax.set_ylabel("test accuracy")
             ax.legend(frameon=False, fontsize=6)
             figs["fig_dynamics_exits"] = {**save_figure(fig, folder, "fig_dynamics_exits"), "caption": (
