@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import ACT, Forms, batchnorm, build_components
+from .backprop import EndToEndNet
 
 
 def authors_bp_activation(activation: str) -> str:
@@ -43,7 +44,7 @@ def _dense(d_in, d_out, act, bn_forms: Forms | None, glorot=False) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
-class AuthorsBPModel(nn.Module):
+class AuthorsBPModel(EndToEndNet):
     method = "bp"  # the layer catalogue's kind: encoder blocks, then a head (as the matched BP)
     recipe_method = "bp-authors"
 
@@ -85,22 +86,3 @@ class AuthorsBPModel(nn.Module):
             out.tf_init = "glorot-uniform"
         head.append(out)
         self.head = nn.ModuleList(head)
-
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    def param_groups(self, lr: float, gh_factor: float = 2.0) -> list[dict]:
-        return [{"params": list(self.parameters()), "lr": lr, "name": "all"}]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for f in self.blocks:
-            x = f(x)
-        for layer in self.head:
-            x = layer(x)
-        return x
-
-    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        logits = self(x)
-        ce = F.cross_entropy(logits, y)
-        return {"ce": ce, "loss": ce}, logits.detach()

@@ -15,20 +15,9 @@ from .associated import Bridge, Dense
 _HEAD_ACT = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
-class BPModel(nn.Module):
-    method = "bp"
-
-    def __init__(self, blocks: list[nn.Module], feat_shapes: list[tuple], num_classes: int, width: int,
-                 head_act: str = "sigmoid", encoder_act: type[nn.Module] = nn.ReLU, bridge_pool: int = 0):
-        super().__init__()
-        L, n, C = len(blocks), width, num_classes
-        act = _HEAD_ACT.get(head_act, encoder_act)
-        self.num_classes = C
-        self.blocks = nn.ModuleList(blocks)
-        head = [Bridge(feat_shapes[-1], n, act(), act(), bridge_pool)]
-        head += [Dense(n, n, act()) for _ in range(L - 1)]
-        head += [Dense(n, C, None)]
-        self.head = nn.ModuleList(head)
+class EndToEndNet(nn.Module):
+    """What every backprop baseline shares: `blocks` (the encoders) then `head` (a list of layers),
+    trained end to end by one cross-entropy; one parameter group. Subclasses build the two lists."""
 
     @property
     def depth(self) -> int:
@@ -48,3 +37,19 @@ class BPModel(nn.Module):
         logits = self(x)
         ce = F.cross_entropy(logits, y)
         return {"ce": ce, "loss": ce}, logits.detach()
+
+
+class BPModel(EndToEndNet):
+    method = "bp"
+
+    def __init__(self, blocks: list[nn.Module], feat_shapes: list[tuple], num_classes: int, width: int,
+                 head_act: str = "sigmoid", encoder_act: type[nn.Module] = nn.ReLU, bridge_pool: int = 0):
+        super().__init__()
+        L, n, C = len(blocks), width, num_classes
+        act = _HEAD_ACT.get(head_act, encoder_act)
+        self.num_classes = C
+        self.blocks = nn.ModuleList(blocks)
+        head = [Bridge(feat_shapes[-1], n, act(), act(), bridge_pool)]
+        head += [Dense(n, n, act()) for _ in range(L - 1)]
+        head += [Dense(n, C, None)]
+        self.head = nn.ModuleList(head)
