@@ -33,11 +33,69 @@ def _histories(histories) -> list[dict]:
     return hs
 
 
-def _epoch_x(ax) -> None:
-    """Epoch axis: integer ticks, starting at epoch 1 (markers at the edge are not clipped)."""
-    from matplotlib.ticker import MaxNLocator
+def _label_width(text: str, prop) -> float:
+    """Width in points of ``text`` set in the font ``prop`` (no renderer needed)."""
+    from matplotlib.textpath import text_to_path
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]
+
+
+def _fitting_epoch_ticks(epochs: list[int] | None = None):
+    """A matplotlib Locator of epoch ticks whose labels fit side by side. It is asked for ticks at
+    every draw, after the layout has fixed the axes' width, and measures the labels' text there: two
+    labels must clear each other by 0.4 em. ``epochs`` given: ticks at those epochs, thinned walking
+    left to right (a label is kept when it clears the previous kept one and the last epoch's; the
+    first and the last epoch are kept while both fit, the last one alone otherwise). None: integer
+    ticks at round steps (MaxNLocator), the most that fit."""
+    from matplotlib.ticker import Locator, MaxNLocator
+
+    class FittingEpochTicks(Locator):
+        def __call__(self):
+            return self.tick_values(*self.axis.get_view_interval())
+
+        def _clear(self, ticks):
+            """clear(i, j): do the labels of ticks i and j clear each other?"""
+            ax = self.axis.axes
+            prop = self.axis.get_major_ticks(1)[0].label1.get_fontproperties()
+            px = ax.figure.dpi / 72.0
+            xs = ax.transData.transform(np.c_[ticks, np.zeros(len(ticks))])[:, 0]
+            half = [_label_width(f"{int(round(t))}", prop) * px / 2 for t in ticks]
+            pad = 0.4 * prop.get_size_in_points() * px
+            return lambda i, j: abs(xs[j] - xs[i]) >= half[i] + half[j] + pad
+
+        def tick_values(self, vmin, vmax):
+            lo, hi = min(vmin, vmax), max(vmin, vmax)
+            if epochs is None:
+                for n in range(12, 0, -1):
+                    ticks = [t for t in MaxNLocator(nbins=n, integer=True).tick_values(lo, hi) if lo <= t <= hi]
+                    if self.axis is None or len(ticks) < 2:
+                        return ticks
+                    clear = self._clear(ticks)
+                    if all(clear(i, i + 1) for i in range(len(ticks) - 1)):
+                        return ticks
+                return ticks[-1:]
+            ep = [e for e in epochs if lo <= e <= hi]
+            if len(ep) < 2 or self.axis is None:
+                return ep
+            clear, last, kept = self._clear(ep), len(ep) - 1, [0]
+            for i in range(1, last):
+                if clear(kept[-1], i) and clear(i, last):
+                    kept.append(i)
+            if clear(kept[-1], last):
+                kept.append(last)
+            elif len(kept) > 1:
+                kept[-1] = last
+            else:
+                kept = [last]
+            return [ep[i] for i in kept]
+
+    return FittingEpochTicks()
+
+
+def _epoch_x(ax) -> None:
+    """Epoch axis: integer ticks at round steps, as many as fit the axes' width side by side,
+    starting at epoch 1 (markers at the edge are not clipped)."""
+    ax.xaxis.set_major_locator(_fitting_epoch_ticks())
     hi = max([max(line.get_xdata(), default=1) for line in ax.get_lines()] + [1])
     ax.set_xlim(1, max(hi, 2))
     for line in ax.get_lines():
@@ -180,20 +238,21 @@ def exit_accuracy(histories, *, ax=None, err: str | None = "std"):
 # ------------------------------------------------------------------------------ against epoch
 def epoch_axis(ax, epochs: Iterable[int]) -> None:
     """x axis for epochs: symmetric-log (linear below 1), so epoch 0 (the initialisation), 1 and 2
-    stay apart beside 16 and 20; ticks at ``epochs``, thinned where labels would overlap."""
+    stay apart beside 16 and 20; ticks at ``epochs``, thinned at draw time to the labels that fit
+    the axes' width side by side (a narrow panel of a many-column figure shows fewer). The axis
+    starts at epoch 1, or at 0 when epoch 0 (a snapshot of the initialisation) is drawn."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
     ep = sorted({int(e) for e in epochs})
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.6)
-    ticks: list[int] = []
-    for e in ep:  # labels at least a factor 1.5 apart (0, 1 and 2 always); the last epoch wins
-        if e <= 2 or not ticks or e >= 1.5 * ticks[-1]:
-            ticks.append(e)
-        elif e == ep[-1]:
-            ticks[-1] = e
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([str(t) for t in ticks])
-    ax.minorticks_off()
+    ax.xaxis.set_major_locator(_fitting_epoch_ticks(ep))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(round(x))}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     if ep:
-        ax.set_xlim(-0.15, ep[-1] * 1.08 + 0.2)
+        ax.set_xlim(-0.15 if ep[0] <= 0 else 1, ep[-1] * 1.08 + 0.2)
+        if ep[0] > 0:  # markers at epoch 1, on the axis's edge, are not cut in half
+            for line in ax.get_lines():
+                line.set_clip_on(False)
     ax.set_xlabel("epoch")
 
 

@@ -1,6 +1,8 @@
-"""Helpers of the real-browser tests (tests/test_browser.py) and bench/bench_viewer.py: find a
-Chromium executable, launch it with Playwright (offline, no download), and write a report page
-around a synthetic viewer payload whose per-sample answers are known.
+"""Helpers of the real-browser tests (tests/test_browser.py, tests/test_browser_report.py) and
+bench/bench_viewer.py: find a Chromium executable, launch it with Playwright (offline, no
+download), say why the browser tests are skipped, open a page and log its console errors and
+requests, and write a report page around a synthetic viewer payload whose per-sample answers are
+known.
 
 What this is not: no test (nothing here asserts), no part of the alviz package.
 """
@@ -31,6 +33,47 @@ def browser_executable() -> str | None:
 
 def launch(playwright, executable: str):
     return playwright.chromium.launch(executable_path=executable, headless=True, args=ARGS)
+
+
+def skip_reason() -> str | None:
+    """Why the browser tests cannot run here (None: they can). With ALVIZ_REQUIRE_BROWSER set (.ci/run
+    sets it), a missing browser is an error instead of a skip."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:  # pragma: no cover - CI installs it (dev extra)
+        why = "Playwright for Python is not installed (pip install -e '.[dev]')"
+    else:
+        why = ("no Chromium executable found (apt-get install chromium, or set ALVIZ_BROWSER)"
+               if browser_executable() is None else None)
+    if why and os.environ.get("ALVIZ_REQUIRE_BROWSER"):
+        raise RuntimeError(f"ALVIZ_REQUIRE_BROWSER is set but {why}")
+    return why
+
+
+def artifacts_folder(tmp_path_factory) -> Path:
+    """$ALVIZ_ARTIFACTS (screenshots and PDFs for a reader), else a temporary folder."""
+    folder = Path(os.environ.get("ALVIZ_ARTIFACTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_page(browser, path, width=1400, height=900):
+    """A new page of ``width`` x ``height`` at ``path`` once its viewer is drawn; ``page.log`` holds
+    its console errors and the URLs it requested."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.log = {"errors": [], "requests": []}
+    page.on("console", lambda m: page.log["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.log["errors"].append(str(e)))
+    page.on("request", lambda r: page.log["requests"].append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_function("window.alvizViewer !== undefined")
+    page.wait_for_timeout(100)  # one animation frame: the panels are drawn
+    return page
+
+
+def count(page, viewer="tv") -> int:
+    """The number of points the viewer says it shows."""
+    return int(page.get_attribute(f"#{viewer}-count", "data-visible"))
 
 
 def synthetic_tsne(n: int = 200, classes: int = 4, cols: int = 2, seed: int = 0, k: int = 5):

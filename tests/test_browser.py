@@ -2,8 +2,9 @@
 with zero network requests and zero console errors; hovering a point shows its tooltip inside the
 window, also at the right edge; every filter shows as many points as the data says; searching a
 sample id pins it and lists its neighbours; a drag and the reset button clear the tooltip and
-the ring; the wheel scrolls the page until a panel is clicked; nothing scrolls sideways at
-420 px. Screenshots at 1,400, 800 and 420 px are written to $ALVIZ_ARTIFACTS (default: the
+the ring; the wheel scrolls the page until a panel is clicked; with the link on, zooming or
+dragging one panel moves every panel alike (and with it off, none of the others); nothing
+scrolls sideways at 420 px. The real report (an analysed experiment) is tests/test_browser_report.py. Screenshots at 1,400, 800 and 420 px are written to $ALVIZ_ARTIFACTS (default: the
 test's temporary folder) for a reader.
 
 Skipped, with the reason, only when Playwright or a Chromium executable is missing (set
@@ -12,24 +13,19 @@ skip into a failure.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_util import browser_executable, launch, synthetic_thumbs, synthetic_tsne, write_page
+from browser_util import (artifacts_folder, browser_executable, count, launch, open_page, skip_reason, synthetic_thumbs,
+                          synthetic_tsne, write_page)
 
 EXE = browser_executable()
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - CI installs it (dev extra)
-    sync_playwright = None
-WHY = ("Playwright for Python is not installed (pip install -e '.[dev]')" if sync_playwright is None else
-       "no Chromium executable found (apt-get install chromium, or set ALVIZ_BROWSER)" if EXE is None else None)
-if WHY and os.environ.get("ALVIZ_REQUIRE_BROWSER"):
-    raise RuntimeError(f"ALVIZ_REQUIRE_BROWSER is set but {WHY}")
+WHY = skip_reason()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
+if WHY is None:
+    from playwright.sync_api import sync_playwright
 
 N = 200
 
@@ -54,25 +50,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    folder = Path(os.environ.get("ALVIZ_ARTIFACTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def open_page(browser, path, width=1400, height=900):
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.log = {"errors": [], "requests": []}
-    page.on("console", lambda m: page.log["errors"].append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.log["errors"].append(str(e)))
-    page.on("request", lambda r: page.log["requests"].append(r.url))
-    page.goto(path.as_uri())
-    page.wait_for_function("window.alvizViewer !== undefined")
-    page.wait_for_timeout(100)  # one animation frame: the panels are drawn
-    return page
-
-
-def count(page) -> int:
-    return int(page.get_attribute("#tv-count", "data-visible"))
+    return artifacts_folder(tmp_path_factory)
 
 
 def test_loads_offline_without_errors(browser, page_path, artifacts):
@@ -189,27 +167,84 @@ def test_wheel_scrolls_the_page_until_a_panel_is_clicked(browser, page_path):
     page.close()
 
 
-def test_a_real_report_loads_clean(browser, tmp_path, artifacts):
-    """An analysed experiment (tiny blobs runs): the whole page, figures and tables included,
-    loads offline without console errors, holds no absolute path and fits 420 px."""
-    from alviz import report as R
-    from alviz.config import TrainConfig
-    from alviz.experiment import train_experiment
+def views(page):
+    return [page.evaluate(f"alvizViewer.view({i})") for i in range(page.evaluate("alvizViewer.panels()"))]
 
-    cfg = TrainConfig(dataset="blobs", epochs=1, width=16, batch_size=128, device="cpu")
-    exp = tmp_path / "ckpt" / "blobs-exp"
-    train_experiment(cfg, ("al", "bp"), (0,), exp, progress=False, log=lambda *a: None)
-    folder = R.analyze([exp], out=tmp_path / "rep", log=lambda *a: None, tsne_samples=40, perplexity=5.0,
-                       train_samples=200, device="cpu")[0]
-    text = (folder / "report.html").read_text()
-    assert str(tmp_path) not in text  # no absolute path of this machine
-    for width in (1400, 420):
-        page = open_page(browser, folder / "report.html", width)
-        assert page.log["errors"] == []
-        assert [u for u in page.log["requests"] if not u.startswith("data:")] == [(folder / "report.html").as_uri()]
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
-        page.screenshot(path=str(artifacts / f"report-{width}.png"), full_page=True)
-        page.close()
+
+def same_view(a, b):
+    return all(abs(a[key] - b[key]) <= 1e-9 * max(1.0, abs(a[key])) for key in ("z", "x", "y"))
+
+
+HOME = {"z": 1, "x": 0, "y": 0}
+
+
+def test_linked_zoom_and_pan_moves_every_panel_alike(browser, page_path):
+    """With "link zoom and pan" on, zooming one panel (after a click, and with ctrl + wheel) and
+    dragging it give every panel the same zoom and the same offset from its home (in units of its
+    own span); with the link off the other panels stay where they are."""
+    page = open_page(browser, page_path, 1000, 800)
+    canvases = page.locator("#tv canvas")
+    assert canvases.count() == 4 and views(page) == [HOME] * 4
+
+    def zoom_panel(i, ctrl):
+        c = canvases.nth(i)
+        c.scroll_into_view_if_needed()
+        box = c.bounding_box()
+        if not ctrl:  # a click in an empty corner: the panel takes the wheel
+            page.mouse.click(box["x"] + 3, box["y"] + 3)
+            assert page.evaluate("alvizViewer.active()") == i
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)  # off-centre: zoom moves the centre
+        if ctrl:
+            page.keyboard.down("Control")
+        page.mouse.wheel(0, -300)
+        if ctrl:
+            page.keyboard.up("Control")
+        page.wait_for_timeout(100)
+        return box
+
+    # link off: only the zoomed panel changes
+    zoom_panel(1, ctrl=False)
+    v = views(page)
+    assert v[1]["z"] > 1.2 and (v[1]["x"], v[1]["y"]) != (0, 0)
+    assert v[0] == HOME and v[2] == HOME and v[3] == HOME
+    page.click("#tv-reset")
+    assert views(page) == [HOME] * 4
+
+    # link on: every panel takes the zoomed panel's transform, ctrl + wheel and a click-then-wheel alike
+    page.check("#tv-link")
+    assert page.evaluate("alvizViewer.linked()")
+    for i, ctrl in ((2, True), (0, False)):
+        zoom_panel(i, ctrl)
+        v = views(page)
+        assert v[i]["z"] > 1.2, (i, ctrl, v)
+        assert all(same_view(u, v[i]) for u in v), (i, ctrl, v)
+    # a drag in one panel pans every panel alike
+    box = canvases.nth(3).bounding_box()
+    before = views(page)[3]
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 25, steps=5)
+    page.mouse.up()
+    v = views(page)
+    assert v[3]["x"] < before["x"] and v[3]["y"] > before["y"]  # dragged right and down: the view moves left and up
+    assert all(same_view(u, v[3]) for u in v), v
+
+    # link off again: a zoom leaves the others where they were
+    page.uncheck("#tv-link")
+    held = views(page)
+    zoom_panel(0, ctrl=True)
+    v = views(page)
+    assert v[0]["z"] > held[0]["z"] and v[1:] == held[1:]
+    # turning the link on aligns every panel with the active panel at once
+    page.check("#tv-link")
+    page.wait_for_timeout(100)
+    v = views(page)
+    active = page.evaluate("alvizViewer.active()")
+    assert all(same_view(u, v[active if active >= 0 else 0]) for u in v), v
+    page.click("#tv-reset")
+    assert views(page) == [HOME] * 4
+    assert page.log["errors"] == []
+    page.close()
 
 
 def test_bench_viewer_quick(tmp_path):

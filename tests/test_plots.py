@@ -237,3 +237,103 @@ def test_study_numeric_and_categorical_x_with_groups():
     assert [t.get_text() for t in ax2.get_xticklabels()] == ["relu", "sigmoid"]  # categories
     with pytest.raises(ValueError, match="no records with measure 'ratio'"):
         C.study(recs, x="depth", measure="ratio")
+
+
+# ------------------------------------------------------------------------ epoch tick labels
+def _label_overlaps(fig):
+    """Pairs of x tick labels of one Axes whose drawn boxes overlap, and {axes: shown labels}."""
+    import itertools
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    bad, shown = [], {}
+    for ax in fig.axes:
+        lo, hi = sorted(ax.get_xlim())
+        boxes = [(t.get_text(), t.get_window_extent(r)) for x, t in zip(ax.get_xticks(), ax.get_xticklabels())
+                 if t.get_visible() and t.get_text() and lo - 1e-9 <= x <= hi + 1e-9]  # drawn: inside the view
+        shown[ax] = [b[0] for b in boxes]
+        bad += [(a, b) for (a, ba), (b, bb) in itertools.combinations(boxes, 2) if ba.overlaps(bb)]
+    return bad, shown
+
+
+def _epoch_series(epochs):
+    return [{"label": "AL", "values": {e: [1.0 + e] for e in epochs}}]
+
+
+def test_epoch_ticks_all_shown_where_they_fit_and_the_axis_starts_at_1_or_0():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.35, 2.4), layout="constrained")
+    ax = C.series_by_epoch(_epoch_series([0, 1, 2, 4, 8, 16]), ax=fig.add_subplot())
+    bad, shown = _label_overlaps(fig)
+    assert not bad and shown[ax] == ["0", "1", "2", "4", "8", "16"]
+    assert ax.get_xlim()[0] < 0  # epoch 0 (the initialisation) is on the axis
+    fig = Figure(figsize=(3.35, 2.4), layout="constrained")
+    ax = C.series_by_epoch(_epoch_series([1, 2, 3, 4]), ax=fig.add_subplot())
+    assert ax.get_xlim()[0] == 1 and _label_overlaps(fig)[1][ax] == ["1", "2", "3", "4"]
+
+
+def test_epoch_tick_labels_never_overlap_in_narrow_panels():
+    """Issue 15: a depth-4 net's dynamics figures have 9 columns; with epochs 0, 2, 4, 15 (and with
+    every epoch 0..20) the labels ran together. They are thinned to what the panel's width holds,
+    keeping the last epoch."""
+    from matplotlib.figure import Figure
+
+    for epochs in ([0, 2, 4, 15], list(range(21))):
+        for width, cols in ((6.9, 9), (6.9, 14), (3.35, 1), (1.0, 1)):
+            fig = Figure(figsize=(width, 2.0), layout="constrained")
+            axes = fig.subplots(1, cols, squeeze=False)[0]
+            for ax in axes:
+                C.series_by_epoch(_epoch_series(epochs), ax=ax)
+            bad, shown = _label_overlaps(fig)
+            assert not bad, (epochs, width, cols, bad)
+            for ax in axes:
+                assert shown[ax][-1] == str(epochs[-1]), (epochs, width, cols, shown[ax])
+                assert len(shown[ax]) >= 2 or width / cols < 0.5
+    fig = Figure(figsize=(6.9, 2.0), layout="constrained")  # the training figures' linear epoch axes too
+    hist = [{"method": "al", "seed": 0, "history": [{"epoch": e, "test_acc": 0.5, "loss_assoc1": 1.0 / e}
+                                                   for e in range(1, 101)]}]
+    for ax in fig.subplots(1, 6):
+        C.training_curves(hist, ax=ax)
+    assert not _label_overlaps(fig)[0]
+    fig = Figure(figsize=(3.35, 2.0), layout="constrained")
+    ax = C.series_by_epoch(_epoch_series(list(range(21))), ax=fig.add_subplot())
+    labels = _label_overlaps(fig)[1][ax]
+    assert 5 <= len(labels) < 21 and labels[:3] == ["0", "1", "2"]  # thinned where the log axis crowds them
+
+
+def test_dynamics_figures_of_a_depth_4_net_have_readable_epoch_ticks(tmp_path, monkeypatch):
+    """The report's dynamics figures (9 positions on the inference path, every measure, epochs 0, 2,
+    4, 15), drawn as analyze draws them: no two tick labels overlap in any panel."""
+    import os
+    import shutil
+
+    from alviz.metrics import MEASURES
+    from alviz.report import dynamics, figures
+
+    drawn = {}
+    real_save = figures.save_figure
+
+    def save(fig, folder, stem):
+        drawn[stem] = fig
+        return real_save(fig, folder, stem)
+
+    monkeypatch.setattr(figures, "save_figure", save)
+    rows = [{"run": f"{m}-seed0", "method": m, "seed": 0, "epoch": e, "layer": f"{m}{d}", "role": "encoder",
+             "depth": d, "on_path": True, "match": f"p{d}", "measure": meas, "value": 1.0 + d + e}
+            for m in ("al", "bp") for d in range(1, 10) for e in (0, 2, 4, 15) for meas in MEASURES]
+    curves = [{"run": "al-seed0", "method": "al", "seed": 0, "epoch": e, "exit": k, "value": 0.1 * k}
+              for e in (0, 2, 4, 15) for k in range(1, 5)]
+    figs = dynamics.dynamics_figures(rows, curves, None, [str(c) for c in range(10)], tmp_path, 1, lambda *a: None)
+    assert {"fig_dynamics", "fig_dynamics_measures", "fig_dynamics_exits"} <= set(figs)
+    for stem, fig in drawn.items():
+        bad, shown = _label_overlaps(fig)
+        assert not bad, (stem, bad)
+        bottom = [labels for labels in shown.values() if labels]
+        assert bottom and all(labels[-1] == "15" for labels in bottom), (stem, bottom)
+        assert all(ax.get_xlim()[0] < 0 for ax in fig.axes if ax.get_xlabel() == "epoch")
+    if os.environ.get("ALVIZ_ARTIFACTS"):  # for a reader: the 9-column figure as the report shows it
+        shutil.copy(tmp_path / "fig_dynamics.png", os.environ["ALVIZ_ARTIFACTS"])

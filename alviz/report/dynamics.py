@@ -344,7 +344,7 @@ def dynamics_figures(rows: list[dict], curves: list[dict], strip, class_names, f
                         ax.get_legend().remove()
                     if i < len(measures) - 1:
                         ax.set_xlabel("")
-                        ax.set_xticklabels([])
+                        ax.tick_params(axis="x", labelbottom=False)
                     if j == 0:
                         ax.set_ylabel(plots.MEASURE_LABELS.get(meas, meas), fontsize=6)
             fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
@@ -416,7 +416,8 @@ def strip_viewer_block(payload: dict) -> tuple[str, str]:
     from .document import asset, script_json
 
     html_text = ("<p class=\"note\">Layer " + payload.get("layer", "") + " across the training epochs (a row per "
-                 "method): scroll to zoom, drag to pan, hover a point to ring the same sample in every epoch.</p>"
+                 "method)<span class=\"interactive\">: drag to pan; zoom with ctrl/cmd + wheel, or click a panel "
+                 "first and then use the wheel; hover a point to ring the same sample in every epoch</span>.</p>"
                  "<div id=\"tv-strip\"></div>"
                  f"<script type=\"application/json\" id=\"alviz-tsne-strip\">{script_json(payload)}</script>"
                  f"<script>{asset('viewer.js')}</script>")

@@ -146,12 +146,13 @@ def viewer_block(payload: dict) -> tuple[str, str]:
     ``assets/viewer.js`` inlined after it (the page stays one file that works offline)."""
     thumbs = payload.get("thumb") is not None
     preds = bool(payload.get("pred"))
-    html_text = ("<p class=\"note\">Drag to pan; zoom with ctrl/cmd + wheel, or click a panel first and then "
-                 "use the wheel (the page scrolls otherwise); keys in a focused panel: arrows pan, + and - "
-                 "zoom, 0 resets. Hovering a point shows its class, sample id"
+    html_text = ("<p class=\"note\"><span class=\"interactive\">Drag to pan; zoom with ctrl/cmd + wheel, or "
+                 "click a panel first and then use the wheel (the page scrolls otherwise); with \u201clink zoom "
+                 "and pan\u201d on, every panel follows. Keys in a focused panel: arrows pan, + and - zoom, 0 "
+                 "resets. Hovering a point shows its class, sample id"
                  + (", each run's prediction and confidence" if preds else "")
                  + (" and image" if thumbs else "") + " and rings the same sample in every panel; clicking "
-                 "pins it and lists its nearest neighbours in that layer. Labels sit at each class's "
+                 "pins it and lists its nearest neighbours in that layer.</span> Labels sit at each class's "
                  "centroid; every panel starts from the layout of the reference panel"
                  + (f" ({payload['reference']})" if payload.get("reference") else "")
                  + ", so classes tend to keep their region; how far each panel's classes still move from "

@@ -2,7 +2,7 @@
    Reads the JSON of <script id="alviz-tsne"> and builds, inside <div id="tv">: a toolbar (filters by
    correctness and class, search by sample id, reset, linked zoom and pan, the count of visible
    points), a legend, one canvas per (method, layer) panel, a tooltip and the pinned point's panel.
-   window.alvizViewer exposes the state for tests (visible count, pinned sample).
+   window.alvizViewer exposes the state for tests (visible count, pinned sample, each panel's view).
    The same viewer draws the t-SNE strip across training epochs (<script id="alviz-tsne-strip"> into
    <div id="tv-strip">, columns are epochs); the script may be inlined once per viewer on a page:
    a viewer already drawn is left alone. */
@@ -54,7 +54,12 @@ function passes(i) {
 function refilter() {
   nVisible = 0;
   for (var i = 0; i < N; i++) { visible[i] = passes(i) ? 1 : 0; nVisible += visible[i]; }
-  count.textContent = nVisible + ' of ' + N + ' points shown';
+  var what = [];
+  if (S.filter !== 'all') what.push(fsel.options[fsel.selectedIndex].text);
+  if (S.cls >= 0) what.push('class ' + className(S.cls));
+  var off = Object.keys(S.hidden).filter(function (c) { return S.hidden[c]; }).length;
+  if (off) what.push(off + ' hidden in the legend');
+  count.textContent = nVisible + ' of ' + N + ' points shown' + (what.length ? ' (' + what.join('; ') + ')' : '');
   count.setAttribute('data-visible', String(nVisible));
   if (S.hover >= 0 && !visible[S.hover]) S.hover = -1;
   redraw();
@@ -83,14 +88,16 @@ reset.onclick = function () { views.forEach(home); S.hover = -1; S.pin = -1; S.p
 bar.appendChild(reset);
 var link = h('input'); link.type = 'checkbox'; link.id = P + '-link';
 var ll = h('label'); ll.appendChild(link); ll.appendChild(document.createTextNode(' link zoom and pan')); bar.appendChild(ll);
-link.onchange = function () { S.linked = link.checked; if (S.linked && views.length) sync(views[0]); };
+link.onchange = function () { S.linked = link.checked; if (S.linked && views.length) { sync(S.active || views[0]); redraw(); } };
 bar.appendChild(count);
 root.appendChild(bar);
 var msg = h('div', 'note'); msg.setAttribute('role', 'status'); root.appendChild(msg);
 
 // ---- legend (buttons: reachable and operable by keyboard)
 var legend = h('div', 'legend');
-legend.appendChild(document.createTextNode((groups ? 'superclasses' : 'classes') + ' (click to hide or show): '));
+legend.appendChild(document.createTextNode(groups ? 'superclasses' : 'classes'));
+legend.appendChild(h('span', 'hint', ' (click to hide or show)'));
+legend.appendChild(document.createTextNode(': '));
 for (var c = 0; c < nLegend; c++) (function (c) {
   var b = h('button'); b.type = 'button'; b.setAttribute('aria-pressed', 'true');
   var sw = h('i'); sw.style.background = groups ? D.colors[groups.of.indexOf(c)] : D.colors[c];
@@ -319,6 +326,11 @@ var api = {
   pinned: function () { return S.pin >= 0 ? D.ids[S.pin] : null; },
   active: function () { return S.active ? views.indexOf(S.active) : -1; },
   panels: function () { return views.length; },
+  linked: function () { return S.linked; },
+  view: function (vi) {  // panel vi's zoom and its centre's offset from home, in units of its span
+    var v = views[vi];
+    return {z: v.z, x: (v.cx - v.home[0]) / v.span, y: (v.cy - v.home[1]) / v.span};
+  },
   screen: function (vi, i) {  // client coordinates of point i in panel vi
     var v = views[vi], r = v.cv.getBoundingClientRect(), q = px(v, i), d = r.width / v.cv.width;
     return [r.left + q[0] * d, r.top + q[1] * d];
