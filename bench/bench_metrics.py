@@ -126,7 +126,7 @@ def run(quick: bool = False) -> dict:
     t_sk, all_sk, (sk_intra, sk_inter) = _timeit(lambda: sklearn_class_distances(Z, y), reps)
     Z64 = Z.astype(np.float64)
     t_sk64, all_sk64, _ = _timeit(lambda: sklearn_class_distances(Z64, y), reps)
-    del Z64
+    Z64 = None  # freed (a del would leave the lambdas above a deleted name)
     rel = lambda a, b: float(np.max(np.abs(a - b) / np.abs(b)))  # noqa: E731
     out["speed"] = {
         "n": n, "d": d, "classes": 10, "reps": reps, "input_dtype": "float32",
@@ -142,7 +142,7 @@ def run(quick: bool = False) -> dict:
         "agree_1e-6": bool(rel(st["intra"], sk_intra) < 1e-6
                            and rel(st["inter"], sk_inter) < 1e-6),
     }
-    del Z
+    Z = None  # freed
 
     # 2. memory (fresh subprocess per size) ------------------------------------------------
     sizes = [(5000, 1024)] if quick else [(5000, 1024), (10_000, 1024), (20_000, 1024),
