@@ -6,9 +6,10 @@ What this is: numpy functions on activations ``X`` (N, Dx) and ``Y`` (N, Dy) who
 same samples in the same order (memmaps welcome: every pass reads row chunks, float64 sums).
 
 Linear CKA is computed in feature space, never with an N x N Gram matrix, in ONE pass over the
-rows (row chunks of at most 64 MiB; no float64 copy of a whole layer; memory O(D^2), not O(N)).
+rows (row chunks of at most 64 MiB in float64, or as many rows as features for wide layers; no
+float64 copy of a whole layer; memory O(D^2), not O(N)).
 The unbiased HSIC is a U-statistic, unchanged by a shift of either layer, so no centring pass is
-needed: each layer is shifted by the mean of its first chunk (for floating-point accuracy only,
+needed: each layer is shifted by the mean of its first 1,024 rows (for floating-point accuracy only,
 u_i = x_i - c), each chunk becomes ``A = [U | 1 | a]`` with ``a_i = |u_i|^2``, and one product per
 chunk and pair of layers, ``A^T B``, gives ``U^T V``, the column sums ``s_u = U^T 1``, ``s_v``
 and ``U^T b``, ``V^T a`` (BLAS's symmetric product when A is B); ``a.b`` and ``sum a`` are summed
@@ -70,6 +71,7 @@ SIM_MEASURES = {
                     "neighbours shared by the two layers; similarity in [0, 1]", True),
 }
 _BUDGET = 64 * 2**20
+_SHIFT_ROWS = 1024  # a layer's shift: the mean of its first rows (for floating-point accuracy only)
 
 
 def _flat(Z, name: str) -> np.ndarray:
@@ -96,6 +98,13 @@ def _step(*dims: int) -> int:
     return max(1, _BUDGET // (8 * max(1, sum(dims))))
 
 
+def _cka_step(*dims: int) -> int:
+    """Rows per chunk of the CKA pass: ``_step``, or as many rows as the layers have features when
+    that is more, so that adding each chunk's (D + 2) x (D + 2) products to the float64 sums costs
+    little beside computing them (wide layers: chunks of about the size of those sums)."""
+    return max(_step(*dims), sum(dims))
+
+
 def _chunks(n: int, step: int):
     for s in range(0, n, step):
         yield s, min(n, s + step)
@@ -118,16 +127,16 @@ def _mean(Z, step: int) -> np.ndarray:
 
 
 def _tdot(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``A.T @ B`` as float64, computed in the blocks' common precision (float32 blocks: float32
-    BLAS; ``A is B``: BLAS's symmetric product, half the work)."""
+    """``A.T @ B`` in the blocks' common precision (float32 blocks: float32 BLAS; ``A is B``:
+    BLAS's symmetric product, half the work); the caller adds it to a float64 sum."""
     if A.dtype != B.dtype:
         A, B = A.astype(np.float64), B.astype(np.float64)
-    return (A.T @ B).astype(np.float64, copy=False)
+    return A.T @ B
 
 
 class LayerStats:
     """One layer's products in one pass over its rows, about a shift ``c`` (the mean of its first
-    row chunk, for floating-point accuracy only). Each chunk becomes ``A = [U | 1 | a]`` with
+    1,024 rows, for floating-point accuracy only). Each chunk becomes ``A = [U | 1 | a]`` with
     ``u_i = x_i - c`` and ``a_i = |u_i|^2`` (float32 when the input is float32 or float16, else
     float64) and ``M = sum A^T A`` (float64) holds ``U^T U``, ``s = U^T 1``, ``q = U^T a`` and n;
     ``sum a`` and ``a.a`` are summed in float64. ``finish()`` derives the centred Gram
@@ -139,8 +148,8 @@ class LayerStats:
             raise ValueError(f"linear CKA needs at least {MIN_SAMPLES} samples; got {len(Z)}.")
         self.Z, self.n, self.d = Z, len(Z), Z.shape[1]
         self.dtype = np.float32 if Z.dtype.kind == "f" and Z.dtype.itemsize <= 4 else np.float64
-        step = _step(self.d)
-        first = np.asarray(Z[:step], dtype=np.float64)
+        step = _cka_step(self.d)
+        first = np.asarray(Z[:_SHIFT_ROWS], dtype=np.float64)
         _finite(first, 0)
         self.shift = first.mean(axis=0).astype(self.dtype)
         self.M = np.zeros((self.d + 2, self.d + 2))
@@ -213,7 +222,7 @@ class _Cross:
 
 def _cross(a: LayerStats, b: LayerStats) -> _Cross:
     c = _Cross(a, b)
-    for s, e in _chunks(a.n, _step(a.d, b.d)):
+    for s, e in _chunks(a.n, _cka_step(a.d, b.d)):
         c.add(*a.chunk(s, e), *b.chunk(s, e))
     return c
 
@@ -246,7 +255,7 @@ def _pair(X, Y) -> _Cross:
     X, Y = _check(X, Y)
     a, b = LayerStats(X, defer=True), LayerStats(Y, defer=True)
     c = _Cross(a, b)
-    for s, e in _chunks(a.n, _step(a.d, b.d)):
+    for s, e in _chunks(a.n, _cka_step(a.d, b.d)):
         (A, ra), (B, rb) = a.chunk(s, e), b.chunk(s, e)
         a.add(A, ra)
         b.add(B, rb)

@@ -195,8 +195,8 @@ def test_cka_reads_each_row_once_and_keeps_memory_flat(monkeypatch):
     monkeypatch.setattr(S, "_BUDGET", 2**20)
     X, Y = _f32(20000, 50)
     v = S.cka(X.view(Counting), Y.view(Counting))
-    # one pass over both layers (and each one's first chunk once more, for the shift)
-    assert Counting.reads == 2 * len(X) + S._step(50) + S._step(16)
+    # one pass over both layers (and each one's first rows once more, for the shift)
+    assert Counting.reads == 2 * (len(X) + S._SHIFT_ROWS)
     tracemalloc.start()
     assert S.cka(X, Y) == pytest.approx(v, rel=1e-12)
     peak = tracemalloc.get_traced_memory()[1]
