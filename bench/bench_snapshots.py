@@ -10,9 +10,10 @@ Measures, in one run:
    (``train.initial_state``, done once per run for epoch 0). With the training time of the
    default job this gives the overhead of ``log`` (7 snapshots of 20 epochs) without the noise of
    whole training runs.
-2. ``train``: the default job end to end (``alviz train`` of AL and BP, seed 0, one thread each
-   so the two settings compete alike), with and without ``--snapshots log``, interleaved for
-   ``--rounds`` pairs; wall and child CPU seconds per run, the ratio per pair.
+2. ``train``: the default job end to end (``alviz train``: AL, matched BP and the authors' BP, seed
+   0), with and without ``--snapshots log``, the two side by side with one thread each (so both
+   meet the same machine at the same time), for ``--rounds`` pairs; wall and CPU seconds of each
+   run (``os.wait4``), the ratio per pair.
 3. ``analyze``: ``alviz analyze`` of the default experiment with ``log`` snapshots, cold (a copy
    without activation folders, a fresh report folder), then warm; wall, CPU, the phases the report
    records. EXP: ``--exp PATH`` (an experiment trained with --snapshots log), else the one the
@@ -39,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench._common import loadavg, run_timed  # noqa: E402
+from bench._common import loadavg, run_concurrently, run_timed  # noqa: E402
 
 ALVIZ = [sys.executable, "-m", "alviz"]
 
@@ -109,13 +110,12 @@ def bench_train(tmp: Path, rounds: int, quick: bool) -> tuple[dict, Path]:
     last = None
     for r in range(rounds):
         pair = {"load_before": loadavg()}
-        order = ("without", "with") if r % 2 == 0 else ("with", "without")
-        for kind in order:
-            out = tmp / f"train-{r}-{kind}"
-            pair[f"{kind}_s"], pair[f"{kind}_cpu_s"] = (round(v, 2) for v in run_timed(_train_cmd(out, kind == "with",
-                                                                                               quick)))
-            if kind == "with":
-                last = out
+        outs = {kind: tmp / f"train-{r}-{kind}" for kind in ("without", "with")}
+        # side by side, one thread each: both settings meet the same machine at the same time
+        timed = run_concurrently([_train_cmd(outs[k], k == "with", quick) for k in ("without", "with")])
+        for kind, (wall, cpu) in zip(("without", "with"), timed):
+            pair[f"{kind}_s"], pair[f"{kind}_cpu_s"] = round(wall, 2), round(cpu, 2)
+        last = outs["with"]
         pair["ratio_wall"] = round(pair["with_s"] / pair["without_s"], 4)
         pair["ratio_cpu"] = round(pair["with_cpu_s"] / pair["without_cpu_s"], 4)
         pair["load_after"] = loadavg()
