@@ -39,10 +39,11 @@ layers, averaged over samples (chunked distance rows, never N x N).
 
 Uncertainty (see ``uncertainty``): CKA and Procrustes replicates come from a stratified GROUP
 bootstrap: the samples are dealt into G groups of the same class mix and the per-group
-cross-products are kept; a replicate redraws G groups with replacement and recombines them (for
-CKA from the G x G Gram of the group products: O(G^2) per replicate; the per-group products take
-one more pass over both layers, centred, in float64; for
-Procrustes one D x D sum and one SVD per replicate). For sums of per-sample products this has
+cross-products are kept (for wide layers, whose G products would exceed ``GROUP_BUDGET``, only
+their G x G Gram, summed in sample space in chunks); a replicate redraws G groups with replacement
+and recombines them (for CKA from the G x G Gram of the group products: O(G^2) per replicate; the
+group sums take one more pass over both layers, centred, in float64; for Procrustes one D x D sum
+and one SVD per replicate, only where the products are kept). For sums of per-sample products this has
 the sample bootstrap's variance to first order. A replicate's unbiased HSIC leaves out the pairs
 of copies of one sample (as the estimator leaves out i = j; counting them would inflate CKA, the
 biased estimator's pitfall again), and its sum of |x_i|^2 |y_i|^2 uses the full-sample centring
@@ -332,6 +333,12 @@ def knn_overlap(nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Group bootstrap
 # --------------------------------------------------------------------------------------------
+def _onehot(g: np.ndarray, G: int) -> np.ndarray:
+    O = np.zeros((len(g), G))
+    O[np.arange(len(g)), g] = 1.0
+    return O
+
+
 def _groups(y, n_groups: int, seed: int) -> np.ndarray:
     """Group index per sample: each class shuffled (seeded) and dealt round-robin into groups, so
     every group has (nearly) the same class mix."""
@@ -347,31 +354,71 @@ def _groups(y, n_groups: int, seed: int) -> np.ndarray:
     return g
 
 
-class _GroupStats:
-    """Per-group products of two centred layers (same samples) for group-bootstrap replicates."""
+#: the bytes the per-group D x D products of one layer pair may take; above it (wide layers: 50 groups
+#: of a 4,096 x 4,096 product would be 6.7 GB) the Gram of the group products is summed in sample
+#: space instead, in chunks, and the Procrustes replicates (each a D x D sum and SVD) are skipped
+GROUP_BUDGET = 512 * 2**20
 
-    def __init__(self, a: LayerStats, b: LayerStats, g: np.ndarray, n_groups: int):
-        self.G = n_groups
-        self.n = np.bincount(g, minlength=n_groups).astype(np.float64)
-        self.S = np.zeros((n_groups, a.d, b.d))
-        self.sx = np.zeros((n_groups, a.d))
-        self.sy = np.zeros((n_groups, b.d))
-        self.rxy, self.rx, self.ry = np.zeros(n_groups), np.zeros(n_groups), np.zeros(n_groups)
-        for s, e in _chunks(a.n, _step(a.d, b.d)):
+
+class _GroupStats:
+    """Per-group products of two centred layers (same samples) for group-bootstrap replicates.
+
+    With S_g = X_g^T Y_g (the group's cross-product), a replicate needs the G x G Gram <S_g, S_h>
+    and T[g, h, k] = sx_h^T S_g sy_k (sx, sy: group sums). When the G products fit in
+    ``budget`` they are kept (Procrustes replicates need them); otherwise the Gram is summed in
+    sample space, <S_g, S_h> = sum over i in g, j in h of (x_i . x_j)(y_i . y_j), over chunk pairs
+    (memory flat in N and D), and T from the projections x_i . sx_h."""
+
+    def __init__(self, a: LayerStats, b: LayerStats, g: np.ndarray, n_groups: int, budget: int = GROUP_BUDGET):
+        G = self.G = n_groups
+        self.n = np.bincount(g, minlength=G).astype(np.float64)
+        self.stored = G * a.d * b.d * 8 <= budget
+        self.a, self.b, self.g = a, b, g
+        self.S = np.zeros((G, a.d, b.d)) if self.stored else None
+        self.sx = np.zeros((G, a.d))
+        self.sy = np.zeros((G, b.d))
+        self.rxy, self.rx, self.ry = np.zeros(G), np.zeros(G), np.zeros(G)
+        step = _step(a.d, b.d)
+        for s, e in _chunks(a.n, step):
             xa, xb, gg = a.centred(s, e), b.centred(s, e), g[s:e]
-            for h in np.unique(gg):
-                m = gg == h
-                self.S[h] += xa[m].T @ xb[m]
-                self.sx[h] += xa[m].sum(0)
-                self.sy[h] += xb[m].sum(0)
+            O = _onehot(gg, G)
+            self.sx += O.T @ xa
+            self.sy += O.T @ xb
             ra, rb = np.einsum("ij,ij->i", xa, xa), np.einsum("ij,ij->i", xb, xb)  # |x_i - mean|^2
-            self.rxy += np.bincount(gg, weights=ra * rb, minlength=n_groups)
-            self.rx += np.bincount(gg, weights=ra, minlength=n_groups)
-            self.ry += np.bincount(gg, weights=rb, minlength=n_groups)
-        flat = self.S.reshape(n_groups, -1)
-        self.gram = flat @ flat.T  # <S_g, S_h>
-        # T[g, h, k] = sx_h^T S_g sy_k
-        self.T = np.einsum("hd,gde,ke->ghk", self.sx, self.S, self.sy, optimize=True)
+            self.rxy += O.T @ (ra * rb)
+            self.rx += O.T @ ra
+            self.ry += O.T @ rb
+            if self.stored:
+                for h in np.unique(gg):
+                    m = gg == h
+                    self.S[h] += xa[m].T @ xb[m]
+        if self.stored:
+            flat = self.S.reshape(G, -1)
+            self.gram = flat @ flat.T  # <S_g, S_h>
+            # T[g, h, k] = sx_h^T S_g sy_k
+            self.T = np.einsum("hd,gde,ke->ghk", self.sx, self.S, self.sy, optimize=True)
+        else:
+            self.gram, self.T = self._sample_space(step)
+
+    def _sample_space(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b, g, G = self.a, self.b, self.g, self.G
+        c = max(1, min(step, int(math.sqrt(_BUDGET / 24))))  # K, L and their product: c x c float64 each
+        gram = np.zeros((G, G))
+        T = np.zeros((G, G, G))
+        spans = list(_chunks(a.n, c))
+        for i, (s, e) in enumerate(spans):
+            xa, xb, Oi = a.centred(s, e), b.centred(s, e), _onehot(g[s:e], G)
+            T += np.einsum("ig,ih,ik->ghk", Oi, xa @ self.sx.T, xb @ self.sy.T, optimize=True)
+            for s2, e2 in spans[i:]:
+                ya, yb = (xa, xb) if s2 == s else (a.centred(s2, e2), b.centred(s2, e2))
+                B = Oi.T @ ((xa @ ya.T) * (xb @ yb.T)) @ _onehot(g[s2:e2], G)
+                gram += B if s2 == s else B + B.T
+        return gram, T
+
+    def centred_sum(self, v: np.ndarray) -> np.ndarray:
+        """sum_g v_g S_g, centred by the replicate's mean (needs the stored products)."""
+        n = float(v @ self.n)
+        return np.tensordot(v, self.S, axes=1) - np.outer(v @ self.sx, v @ self.sy) / n
 
     def hsic_u(self, V: np.ndarray) -> np.ndarray:
         """Unbiased HSIC (times n(n-3)) of every replicate (rows of group multiplicities V).
@@ -397,17 +444,13 @@ class _GroupStats:
         return (c2 - V2 @ self.rxy + rx * ry / ((n - 1.0) * (n - 2.0))
                 - 2.0 / (n - 2.0) * (V3 @ self.rxy))
 
-    def centred_sum(self, v: np.ndarray) -> np.ndarray:
-        n = float(v @ self.n)
-        return np.tensordot(v, self.S, axes=1) - np.outer(v @ self.sx, v @ self.sy) / n
-
 
 def group_bootstrap(a: LayerStats, b: LayerStats, y, *, n_boot: int = 200, n_groups: int = 50, seed: int = 0,
                     procrustes_boot: int = 50, self_a: "_GroupStats | None" = None,
                     self_b: "_GroupStats | None" = None) -> dict:
     """Replicates of CKA (``n_boot``) and of the Procrustes distance (``procrustes_boot``, each one
-    an SVD of a Dx x Dy matrix) of layers ``a`` and ``b`` under a stratified group bootstrap
-    (module docstring). Same ``y``, ``n_groups`` and ``seed`` -> the same groups and replicates, so
+    an SVD of a Dx x Dy matrix; none when the G products exceed ``GROUP_BUDGET``) of layers ``a``
+    and ``b`` under a stratified group bootstrap (module docstring). Same ``y``, ``n_groups`` and ``seed`` -> the same groups and replicates, so
     replicates of two layer pairs measured on the same samples are paired."""
     n_groups = int(min(n_groups, a.n))
     g = _groups(y, n_groups, seed)
@@ -421,7 +464,7 @@ def group_bootstrap(a: LayerStats, b: LayerStats, y, *, n_boot: int = 200, n_gro
     with np.errstate(invalid="ignore", divide="ignore"):
         cka_reps = np.where((hxx > 0) & (hyy > 0), ab.hsic_u(V) / np.sqrt(np.abs(hxx * hyy)), np.nan)
     proc = []
-    for v in V[:int(procrustes_boot)]:
+    for v in V[:int(procrustes_boot) if ab.stored else 0]:  # wide layers: no Procrustes replicates
         C = ab.centred_sum(v)
         nx = float(v @ aa.rx) - float(np.sum(np.square(v @ aa.sx))) / float(v @ aa.n)
         ny = float(v @ bb.ry) - float(np.sum(np.square(v @ bb.sy))) / float(v @ bb.n)

@@ -212,3 +212,30 @@ def test_non_finite_activations_are_refused_naming_the_row():
     X[17, 2], X[0, 0] = 0.0, np.inf
     with pytest.raises(ValueError, match="row 0"):
         S.cka(X, Y)
+
+
+def test_wide_layers_sum_the_group_gram_in_sample_space_with_the_same_replicates(monkeypatch):
+    """Above GROUP_BUDGET the G per-group D x D products are not kept: the Gram <S_g, S_h> is the
+    sum over sample pairs of (x_i . x_j)(y_i . y_j), in chunk pairs; the replicates are the same."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 24))
+    Y = X @ rng.normal(size=(24, 16)) + rng.normal(size=(300, 16))
+    y = np.arange(300) % 5
+    a, b = S.LayerStats(X), S.LayerStats(Y)
+    g = S._groups(y, 30, 0)
+    kept, summed = S._GroupStats(a, b, g, 30), S._GroupStats(a, b, g, 30, budget=0)
+    assert kept.stored and not summed.stored and summed.S is None
+    # brute force: the Gram of the explicit group products
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    Sg = np.stack([Xc[g == h].T @ Yc[g == h] for h in range(30)])
+    brute = np.einsum("gde,hde->gh", Sg, Sg)
+    np.testing.assert_allclose(summed.gram, brute, rtol=1e-10)
+    np.testing.assert_allclose(summed.T, kept.T, rtol=1e-10, atol=1e-9 * np.abs(kept.T).max())
+    monkeypatch.setattr(S, "_BUDGET", 8 * 40 * 40)  # chunks of a few rows: many chunk pairs
+    np.testing.assert_allclose(S._GroupStats(a, b, g, 30, budget=0).gram, brute, rtol=1e-10)
+    full = S.group_bootstrap(a, b, y, n_boot=40, n_groups=30, procrustes_boot=5)
+    monkeypatch.setattr(S, "GROUP_BUDGET", 0)
+    monkeypatch.setattr(S._GroupStats.__init__, "__defaults__", (0,))
+    wide = S.group_bootstrap(a, b, y, n_boot=40, n_groups=30, procrustes_boot=5)
+    np.testing.assert_allclose(wide["cka"], full["cka"], rtol=1e-9)
+    assert len(full["procrustes"]) == 5 and len(wide["procrustes"]) == 0  # no D x D sums to draw from
