@@ -167,8 +167,9 @@ class LayerStats:
         U = A[:, :self.d]
         np.subtract(self.Z[s:e], self.shift, out=U)
         a = np.einsum("ij,ij->i", U, U, dtype=np.float64)
-        if not np.isfinite(a).all():
-            raise ValueError(f"activations must be finite; found NaN or inf in row {s + int(np.argmax(~np.isfinite(a)))}.")
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise ValueError(f"activations must be finite; found NaN or inf in row {s + int(np.argmax(bad))}.")
         A[:, self.d] = 1.0
         A[:, self.d + 1] = a
         return A, a
@@ -450,7 +451,8 @@ def group_bootstrap(a: LayerStats, b: LayerStats, y, *, n_boot: int = 200, n_gro
                     self_b: "_GroupStats | None" = None) -> dict:
     """Replicates of CKA (``n_boot``) and of the Procrustes distance (``procrustes_boot``, each one
     an SVD of a Dx x Dy matrix; none when the G products exceed ``GROUP_BUDGET``) of layers ``a``
-    and ``b`` under a stratified group bootstrap (module docstring). Same ``y``, ``n_groups`` and ``seed`` -> the same groups and replicates, so
+    and ``b`` under a stratified group bootstrap (module docstring). Same ``y``, ``n_groups`` and
+    ``seed`` -> the same groups and replicates, so
     replicates of two layer pairs measured on the same samples are paired."""
     n_groups = int(min(n_groups, a.n))
     g = _groups(y, n_groups, seed)

@@ -56,13 +56,16 @@ def accuracy_headline(infos, reps_by_run, rows) -> tuple[list[str], dict]:
         if mc["pairs"]:
             A, B = ma.upper(), mb.upper()
             c = mc["combined"][0]
-            text.append(f"Per sample, McNemar's exact test for each seed pair (paired by {c['paired_by']}): " + "; ".join(
-                f"{r['run_a']} vs {r['run_b']}: {A} right and {B} wrong on {r['a_only']} samples, the reverse on "
-                f"{r['b_only']}, p = {r['p']:.3g} ({word(r['better'], A, B)})" for r in mc["pairs"]) + "." + (
-                f" Combined: p < {c['alpha']:g} in {c['significant']} of {c['n_pairs']} pairs; summed over the pairs "
-                f"{A} right and {B} wrong on {c['a_only']} samples, the reverse on {c['b_only']} (the pairs share "
-                f"the held-out samples, so the sums get no test of their own); {word(c['better'], A, B)} (a method "
-                "is called better only where every pair's test says so)." if c["n_pairs"] > 1 else ""))
+            per = "; ".join(f"{r['run_a']} vs {r['run_b']}: {A} right and {B} wrong on {r['a_only']} samples, the "
+                            f"reverse on {r['b_only']}, p = {r['p']:.3g} ({word(r['better'], A, B)})"
+                            for r in mc["pairs"])
+            line = f"Per sample, McNemar's exact test for each seed pair (paired by {c['paired_by']}): {per}."
+            if c["n_pairs"] > 1:
+                line += (f" Combined: p < {c['alpha']:g} in {c['significant']} of {c['n_pairs']} pairs; summed over "
+                         f"the pairs {A} right and {B} wrong on {c['a_only']} samples, the reverse on {c['b_only']} "
+                         "(the pairs share the held-out samples, so the sums get no test of their own); "
+                         f"{word(c['better'], A, B)} (a method is called better only where every pair's test says so).")
+            text.append(line)
             out["mcnemar"] = {"method_a": ma, "method_b": mb, **mc}
     return text, out
 

@@ -17,7 +17,7 @@ import numpy as np
 from .. import schema
 from ..checkpoint import read_json, write_text_atomic
 from ..errors import UserError
-from ..similarity import SIM_MEASURES, group_bootstrap, similarity_matrices
+from ..similarity import GROUP_BUDGET, SIM_MEASURES, group_bootstrap, similarity_matrices
 from ..uncertainty import NO_DIFFERENCE, boot_mean, bootstrap_counts, percentile_interval
 from .files import hash_arrays, prune_cache, slug, to_json
 from .runs import method_order
@@ -99,14 +99,14 @@ def compare_pair(label: str, name_a: str, acts_a, name_b: str, acts_b, boot: int
     ``cache`` (a report's ``.cache`` folder) they are read from ``cache/similarity/<a>--<b>/<key>.json``
     when the key matches: the content hashes, names, match keys and positions of both runs'
     layers, the held-out ids and labels, ``boot``, ``seed`` and the fixed settings (k-NN k, bootstrap
-    groups, Procrustes replicates, measures, version)."""
+    groups, Procrustes replicates, the group products' memory budget, measures, version)."""
     same_samples(name_a, acts_a, name_b, acts_b)
     la, lb = path_layers(acts_a), path_layers(acts_b)
     y = acts_a.test.labels
     data = path = None
     if cache is not None:
         settings = {"v": SIM_CACHE_VERSION, "boot": boot, "seed": seed, "k": KNN_K, "groups": N_GROUPS,
-                    "procrustes_boot": PROCRUSTES_BOOT, "measures": sorted(SIM_MEASURES)}
+                    "procrustes_boot": PROCRUSTES_BOOT, "group_budget": GROUP_BUDGET, "measures": sorted(SIM_MEASURES)}
         layers = [[[e["name"], e["match"], e["position"], acts.digest("test", e["name"])] for e in lst]
                   for acts, lst in ((acts_a, la), (acts_b, lb))]
         folder = Path(cache) / "similarity" / f"{slug(name_a)}--{slug(name_b)}"

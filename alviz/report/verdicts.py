@@ -96,7 +96,8 @@ def accuracy_pairs(runs_a: list[dict], runs_b: list[dict], alpha: float = 0.05) 
         for i, j in idx:
             ra, rb = ga[i], gb[j]
             rows.append({"run_a": ra["run"], "run_b": rb["run"], "method_a": ra["method"], "method_b": rb["method"],
-                         "seed_a": ra["seed"], "seed_b": rb["seed"], **mcnemar_verdict(ra["correct"], rb["correct"], alpha)})
+                         "seed_a": ra["seed"], "seed_b": rb["seed"],
+                         **mcnemar_verdict(ra["correct"], rb["correct"], alpha)})
         if not rows:
             continue
         pairs += rows
@@ -121,10 +122,10 @@ def accuracy_lines(m: dict, name_a: str = "A", name_b: str = "B") -> list[str]:
                      + words.get(r["better"], NO_DIFFERENCE))
     for c in m["combined"]:
         lines.append(f"  combined {c['method_a'].upper()}/{c['method_b'].upper()} ({c['n_pairs']} pair(s), paired by "
-                     f"{c['paired_by']}): p < {c['alpha']:g} in {c['significant']} ({name_a} better in {c['a_better']}, "
-                     f"{name_b} in {c['b_better']}); summed over pairs {name_a} right and {name_b} wrong "
-                     f"{c['a_only']}, the reverse {c['b_only']} (the pairs share the samples: counts only, no pooled "
-                     f"test); {words.get(c['better'], NO_DIFFERENCE)} (only when every pair agrees)")
+                     f"{c['paired_by']}): p < {c['alpha']:g} in {c['significant']} ({name_a} better in "
+                     f"{c['a_better']}, {name_b} in {c['b_better']}); summed over pairs {name_a} right and "
+                     f"{name_b} wrong {c['a_only']}, the reverse {c['b_only']} (the pairs share the samples: counts "
+                     f"only, no pooled test); {words.get(c['better'], NO_DIFFERENCE)} (only when every pair agrees)")
     return lines
 
 
