@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,27 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._common import loadavg, run_timed  # noqa: E402
 
 ALVIZ = [sys.executable, "-m", "alviz"]
-
-
-def _load() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return []
-
-
-def _sh(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
-    """Run a command; returns (wall seconds, CPU seconds user + system of the child)."""
-    t = time.perf_counter()
-    c0 = os.times()
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    c1 = os.times()
-    dt = time.perf_counter() - t
-    if p.returncode != 0:
-        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    return dt, (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
 
 
 def _copy_without_activations(exp: Path, dest: Path) -> Path:
@@ -73,7 +54,7 @@ def _train(tmp: Path, quick: bool) -> tuple[Path, float]:
     cmd = ALVIZ + ["train", "--out", str(exp), "--quiet"]
     if quick:
         cmd += ["--dataset", "blobs", "--epochs", "1", "--width", "16"]
-    dt, _ = _sh(cmd)
+    dt, _ = run_timed(cmd)
     return exp, dt
 
 
@@ -83,15 +64,15 @@ def bench_analyze(exp: Path, tmp: Path, quick: bool) -> dict:
     args = ALVIZ + ["analyze", str(cold), "--out", str(out), "--device", "cpu"]
     if quick:
         args += ["--tsne-samples", "100"]
-    res = {"command": " ".join(["alviz"] + args[len(ALVIZ):]), "load_before": _load()}
-    res["cold_s"], res["cold_cpu_s"] = _sh(args)
+    res = {"command": " ".join(["alviz"] + args[len(ALVIZ):]), "load_before": loadavg()}
+    res["cold_s"], res["cold_cpu_s"] = run_timed(args)
     meta = json.loads((out / cold.name / "metrics.json").read_text())
     res["cold_phases_s"] = meta.get("timing_s")
     res["n_runs"] = len(meta["runs"])
     res["tsne_points"] = (meta.get("tsne") or {}).get("n")
-    res["warm_s"], res["warm_cpu_s"] = _sh(args)
+    res["warm_s"], res["warm_cpu_s"] = run_timed(args)
     res["warm_phases_s"] = json.loads((out / cold.name / "metrics.json").read_text()).get("timing_s")
-    res["load_after"] = _load()
+    res["load_after"] = loadavg()
     return res
 
 
@@ -106,13 +87,13 @@ def bench_tsne(exp: Path, n: int) -> dict:
     idx = stratified_sample(acts.labels, n, seed=0)
     Z = np.asarray(acts.layers[name][idx], dtype=np.float32)
     tsne(Z[:100], n_jobs=1, n_iter=10)  # warm-up: imports, numba/cython caches
-    out = {"n": int(len(Z)), "d": int(Z.shape[1]), "layer": f"{run.name}/{name}", "load_before": _load()}
+    out = {"n": int(len(Z)), "d": int(Z.shape[1]), "layer": f"{run.name}/{name}", "load_before": loadavg()}
     for n_jobs in (1, -1):
         t, c = time.perf_counter(), time.process_time()
         tsne(Z, seed=0, n_jobs=n_jobs)
         out[f"seconds_n_jobs_{n_jobs}"] = round(time.perf_counter() - t, 2)
         out[f"cpu_seconds_n_jobs_{n_jobs}"] = round(time.process_time() - c, 2)
-    out["load_after"] = _load()
+    out["load_after"] = loadavg()
     return out
 
 

@@ -45,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._common import write_json  # noqa: E402
 
 WAYS = ("forward", "alviz", "hooks_npy", "torchvision_fx")
 LAYERS = ("block1", "block2", "bridge2", "decoder2", "decoder1")  # the AL MLP's on-path layers
@@ -356,10 +357,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     res = run(quick=args.quick, reps=args.reps)
     print(table(res))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, res)
     return 0
 
 

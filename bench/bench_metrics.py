@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._common import write_json  # noqa: E402
 
 from alviz.embed import tsne  # noqa: E402
 from alviz.metrics import class_distance_stats  # noqa: E402
@@ -126,7 +127,7 @@ def run(quick: bool = False) -> dict:
     t_sk, all_sk, (sk_intra, sk_inter) = _timeit(lambda: sklearn_class_distances(Z, y), reps)
     Z64 = Z.astype(np.float64)
     t_sk64, all_sk64, _ = _timeit(lambda: sklearn_class_distances(Z64, y), reps)
-    Z64 = None  # freed (not `del`: the lambdas above close over it)
+    Z64 = None  # free it (a del would hide the name from the lambdas above)
     rel = lambda a, b: float(np.max(np.abs(a - b) / np.abs(b)))  # noqa: E731
     out["speed"] = {
         "n": n, "d": d, "classes": 10, "reps": reps, "input_dtype": "float32",
@@ -142,7 +143,7 @@ def run(quick: bool = False) -> dict:
         "agree_1e-6": bool(rel(st["intra"], sk_intra) < 1e-6
                            and rel(st["inter"], sk_inter) < 1e-6),
     }
-    Z = None  # freed (not `del`: the lambdas above close over it)
+    Z = None  # free it
 
     # 2. memory (fresh subprocess per size) ------------------------------------------------
     sizes = [(5000, 1024)] if quick else [(5000, 1024), (10_000, 1024), (20_000, 1024),
@@ -204,10 +205,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     res = run(quick=args.quick)
     print_table(res)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, res)
     return 0
 
 

@@ -3,10 +3,10 @@
     python bench/bench_similarity.py [--quick] [--sizes 10000x1024,50000x1024,...] [--reps 3] [--json PATH]
 
 Measures, side by side in one run, on float32 activations (two layers X, Y of N samples, D features):
-1. unbiased linear CKA: alviz (feature space, streamed in row chunks, float64 sums) against the
-   reference, Kornblith et al.'s published ``feature_space_linear_cka(debiased=True)`` (numpy, the
-   whole float64 centred copies at once; the same formula as thingsvision's and pytorch-cka's
-   linear CKA). The two are interleaved (A, B, A, B, ...) ``--reps`` times; medians, min-max
+1. unbiased linear CKA: alviz (feature space, one pass over row chunks, float32 chunk products for
+   these float32 layers, float64 sums) against the reference, Kornblith et al.'s published
+   ``feature_space_linear_cka(debiased=True)`` (numpy, the whole float64 centred copies at once;
+   the same formula as thingsvision's and pytorch-cka's linear CKA). The two are interleaved (A, B, A, B, ...) ``--reps`` times; medians, min-max
    spread and the values (they must agree) are reported;
 2. peak memory of each, in a fresh subprocess per size (tracemalloc peak of the call);
 3. the bootstrap: 200 group-bootstrap replicates of CKA for one layer pair, and the 200-replicate

@@ -10,9 +10,10 @@ Measures, in one run:
    (``train.initial_state``, done once per run for epoch 0). With the training time of the
    default job this gives the overhead of ``log`` (7 snapshots of 20 epochs) without the noise of
    whole training runs.
-2. ``train``: the default job end to end (``alviz train`` of AL and BP, seed 0, one thread each
-   so the two settings compete alike), with and without ``--snapshots log``, interleaved for
-   ``--rounds`` pairs; wall and child CPU seconds per run, the ratio per pair.
+2. ``train``: the default job end to end (``alviz train``: AL, matched BP and the authors' BP, seed
+   0), with and without ``--snapshots log``, the two side by side with one thread each (so both
+   meet the same machine at the same time), for ``--rounds`` pairs; wall and CPU seconds of each
+   run (``os.wait4``), the ratio per pair.
 3. ``analyze``: ``alviz analyze`` of the default experiment with ``log`` snapshots, cold (a copy
    without activation folders, a fresh report folder), then warm; wall, CPU, the phases the report
    records. EXP: ``--exp PATH`` (an experiment trained with --snapshots log), else the one the
@@ -31,7 +32,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,26 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._common import loadavg, run_concurrently, run_timed  # noqa: E402
 
 ALVIZ = [sys.executable, "-m", "alviz"]
-
-
-def _load() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return []
-
-
-def _sh(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds user + system of the child)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    t, c0 = time.perf_counter(), os.times()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    c1, dt = os.times(), time.perf_counter() - t
-    if p.returncode != 0:
-        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    return dt, (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
 
 
 def _spread(values: list[float]) -> dict:
@@ -111,7 +94,7 @@ def bench_save(tmp: Path, reps: int, quick: bool) -> dict:
             "extra_per_snapshot_cpu_s": round(statistics.median(cpu["with"]) - statistics.median(cpu["without"]), 4),
             "initial_state_s": round(init_s, 4), "initial_state_cpu_s": round(init_cpu, 4),
         }
-    out["load"] = _load()
+    out["load"] = loadavg()
     return out
 
 
@@ -126,17 +109,16 @@ def bench_train(tmp: Path, rounds: int, quick: bool) -> tuple[dict, Path]:
     pairs = []
     last = None
     for r in range(rounds):
-        pair = {"load_before": _load()}
-        order = ("without", "with") if r % 2 == 0 else ("with", "without")
-        for kind in order:
-            out = tmp / f"train-{r}-{kind}"
-            pair[f"{kind}_s"], pair[f"{kind}_cpu_s"] = (round(v, 2) for v in _sh(_train_cmd(out, kind == "with",
-                                                                                               quick)))
-            if kind == "with":
-                last = out
+        pair = {"load_before": loadavg()}
+        outs = {kind: tmp / f"train-{r}-{kind}" for kind in ("without", "with")}
+        # side by side, one thread each: both settings meet the same machine at the same time
+        timed = run_concurrently([_train_cmd(outs[k], k == "with", quick) for k in ("without", "with")])
+        for kind, (wall, cpu) in zip(("without", "with"), timed):
+            pair[f"{kind}_s"], pair[f"{kind}_cpu_s"] = round(wall, 2), round(cpu, 2)
+        last = outs["with"]
         pair["ratio_wall"] = round(pair["with_s"] / pair["without_s"], 4)
         pair["ratio_cpu"] = round(pair["with_cpu_s"] / pair["without_cpu_s"], 4)
-        pair["load_after"] = _load()
+        pair["load_after"] = loadavg()
         pairs.append(pair)
     return {"pairs": pairs, "ratio_wall": _spread([p["ratio_wall"] for p in pairs]),
             "ratio_cpu": _spread([p["ratio_cpu"] for p in pairs])}, last
@@ -149,13 +131,13 @@ def bench_analyze(exp: Path, tmp: Path, quick: bool) -> dict:
     args = ALVIZ + ["analyze", str(cold), "--out", str(out), "--device", "cpu"]
     if quick:
         args += ["--tsne-samples", "60"]
-    res = {"command": " ".join(["alviz"] + args[len(ALVIZ):]), "load_before": _load()}
-    res["cold_s"], res["cold_cpu_s"] = _sh(args)
+    res = {"command": " ".join(["alviz"] + args[len(ALVIZ):]), "load_before": loadavg()}
+    res["cold_s"], res["cold_cpu_s"] = run_timed(args)
     meta = json.loads((out / cold.name / "metrics.json").read_text())
     res["cold_phases_s"] = meta.get("timing_s")
     res["snapshots"] = (meta.get("dynamics") or {}).get("snapshots")
-    res["warm_s"], res["warm_cpu_s"] = _sh(args)
-    res["load_after"] = _load()
+    res["warm_s"], res["warm_cpu_s"] = run_timed(args)
+    res["load_after"] = loadavg()
     return res
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import statistics
@@ -52,6 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._common import write_json  # noqa: E402
 
 from alviz.config import TrainConfig  # noqa: E402
 from alviz.models import create_model, resolve_shape_defaults  # noqa: E402
@@ -393,10 +393,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     res = run(quick=args.quick, threads=args.threads or None)
     print(table(res))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, res)
     return 0
 
 

@@ -26,7 +26,6 @@ Needs only torch, numpy and alviz (no openTSNE, mlxtend or torchvision).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import statistics
@@ -42,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench._common import write_json  # noqa: E402
 
 from alviz.config import TrainConfig  # noqa: E402
 from alviz.models import create_model, resolve_shape_defaults  # noqa: E402
@@ -270,10 +270,7 @@ def main(argv=None) -> int:
                     torch.cuda.empty_cache()
     res["seconds"] = time.perf_counter() - t_all
     print(table(res))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, res)
     return 0
 
 

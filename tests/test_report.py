@@ -289,6 +289,11 @@ def test_reviewer_sections_similarity_verdicts_and_al_diagnostics(analysed):
     table = [l for l in md.split("## Separability by layer")[1].split("\n## ")[0].splitlines() if l.startswith("|")]
     assert sum(l.count("**") for l in table) == 2 * winners
     assert data["noise_floor"] and all(len(f["floors"]) == 2 for f in data["noise_floor"])
+    # McNemar for every seed pair (AL seed s against BP seed s), then combined
+    assert [(p["run_a"], p["run_b"]) for p in data["mcnemar"]["pairs"]] == [("al-seed0", "bp-seed0"),
+                                                                            ("al-seed1", "bp-seed1")]
+    assert data["mcnemar"]["combined"][0]["n_pairs"] == 2 and "al-seed1 vs bp-seed1: AL right" in md
+    assert "Combined: p < 0.05 in" in md
     assert [r["depth"] for r in data["readout_ladder"] if r["what"] == "exit"] == [1, 2]
     gap = [r for r in read_csv(folder / "metrics.csv") if r["measure"] == "assoc_gap" and r["class"] == ""
            and r["stat"] == "value" and r["run"] == "al-seed0"]
@@ -390,7 +395,40 @@ def test_cli_compare_runs(exp, tmp_path, capsys):
     code = main(["compare", str(exp / "al-seed0"), str(exp / "bp-seed0"), "--out", str(out),
                  "--train-samples", "300", "--device", "cpu", "--json", "--boot", "20"])
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and data["mcnemar"]["a_only"] >= 0 and data["similarity"] and data["rows"]
+    assert code == 0 and data["similarity"] and data["rows"]
+    (pair,) = data["mcnemar"]["pairs"]  # one run a side: one seed pair, named
+    assert pair["run_a"] == "blobs-exp/al-seed0" and pair["run_b"] == "blobs-exp/bp-seed0" and pair["a_only"] >= 0
+    assert data["mcnemar"]["combined"][0]["n_pairs"] == 1
+
+
+def test_compare_experiments_mcnemar_for_every_seed_pair(exp, tmp_path, capsys):
+    code = main(["compare", str(exp), str(exp), "--out", str(tmp_path), "--train-samples", "300", "--device", "cpu",
+                 "--json", "--boot", "0", "--no-similarity"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    pairs = [(p["run_a"], p["run_b"]) for p in data["mcnemar"]["pairs"]]
+    assert pairs == [(f"blobs-exp/{m}-seed{s}",) * 2 for m in ("al", "bp") for s in (0, 1)]  # AL with AL, by seed
+    assert all(p["a_only"] == p["b_only"] == 0 and p["p"] == 1.0 for p in data["mcnemar"]["pairs"])
+    assert [(c["method_a"], c["n_pairs"], c["paired_by"]) for c in data["mcnemar"]["combined"]] == [
+        ("al", 2, "seed"), ("bp", 2, "seed")]
+
+
+def test_second_analyze_takes_the_similarity_from_the_cache(exp, tmp_path, monkeypatch):
+    from alviz.report import simsection
+
+    calls = []
+    real = simsection.similarity_matrices
+    monkeypatch.setattr(simsection, "similarity_matrices", lambda *a, **k: calls.append(1) or real(*a, **k))
+    opts = dict(TINY, tsne=False, boot=20)
+    R.analyze([exp], out=tmp_path, log=quiet, **opts)
+    assert len(calls) == 3  # AL vs BP, AL vs AL, BP vs BP
+    sim = (tmp_path / "blobs-exp" / "similarity.csv").read_text()
+    logs = []
+    R.analyze([exp], out=tmp_path, log=logs.append, **opts)
+    assert len(calls) == 3 and sum("from the cache" in line for line in logs if line.startswith("similarity:")) == 3
+    assert (tmp_path / "blobs-exp" / "similarity.csv").read_text() == sim
+    R.analyze([exp], out=tmp_path, log=quiet, **dict(opts, boot=30))  # a setting that changes the result
+    assert len(calls) == 6
 
 
 def test_compare_refuses_runs_on_different_held_out_data(exp):

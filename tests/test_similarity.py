@@ -151,3 +151,91 @@ def test_group_bootstrap_of_a_wide_low_cka_pair_covers_the_value():
     v = S.cka(X, Y)
     lo, hi = U.percentile_interval(S.group_bootstrap(a, b, y, n_boot=200, procrustes_boot=0)["cka"])
     assert lo < v < hi and hi - lo < 0.2
+
+
+def _f32(n=3000, d=24, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(n, d)) @ rng.normal(size=(d, d))).astype(np.float32)
+    Y = (np.tanh(X[:, :10] @ rng.normal(size=(10, 16)) / 4) + 0.5 * rng.normal(size=(n, 16))).astype(np.float32)
+    return X, Y
+
+
+def test_float32_inputs_match_the_float64_gram_reference(monkeypatch):
+    """float32 layers go through float32 chunk products (float64 sums): the CKA agrees with the
+    brute-force float64 Gram computation on the same numbers to 1e-7, far from the mean too (the
+    reference centres first: an uncentred Gram of values near 1000 loses digits itself)."""
+    monkeypatch.setattr(S, "_BUDGET", 8 * 40 * 300)  # ~300 rows per chunk: many chunks
+    X, Y = _f32()
+    for Xs, Ys in ((X, Y), (X + np.float32(1000.0), Y - np.float32(50.0))):
+        assert S.LayerStats(Xs).dtype == np.float32
+        X64, Y64 = Xs.astype(np.float64), Ys.astype(np.float64)
+        X64, Y64 = X64 - X64.mean(0), Y64 - Y64.mean(0)
+        assert S.cka(Xs, Ys) == pytest.approx(S.cka_gram(X64, Y64), abs=1e-7)
+        assert S.cka(Xs, Ys, debiased=False) == pytest.approx(S.cka_gram(X64, Y64, debiased=False), abs=1e-7)
+        assert S.procrustes(Xs, Ys) == pytest.approx(S.procrustes(Xs.astype(np.float64), Ys.astype(np.float64)),
+                                                     abs=1e-6)
+    Q = ortho_group.rvs(24, random_state=2).astype(np.float32)
+    for Z in (X @ Q, np.float32(0.01) * X, X + np.float32(300.0), np.float32(7.0) * (X @ Q) - np.float32(20.0)):
+        assert S.cka(X, Z) == pytest.approx(1.0, abs=1e-6)
+        assert S.procrustes(X, Z) == pytest.approx(0.0, abs=2e-3)  # arccos near 1: sqrt of the rounding
+
+
+def test_cka_reads_each_row_once_and_keeps_memory_flat(monkeypatch):
+    import tracemalloc
+
+    class Counting(np.ndarray):
+        reads = 0
+
+        def __getitem__(self, k):
+            out = super().__getitem__(k)
+            if isinstance(k, slice):
+                Counting.reads += len(out)
+            return out
+
+    monkeypatch.setattr(S, "_BUDGET", 2**20)
+    X, Y = _f32(20000, 50)
+    v = S.cka(X.view(Counting), Y.view(Counting))
+    # one pass over both layers (and each one's first rows once more, for the shift)
+    assert Counting.reads == 2 * (len(X) + S._SHIFT_ROWS)
+    tracemalloc.start()
+    assert S.cka(X, Y) == pytest.approx(v, rel=1e-12)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.4 * X.size * 8  # far below one float64 copy of a layer (8 MB here)
+
+
+def test_non_finite_activations_are_refused_naming_the_row():
+    X, Y = _data(50, 4), _data(50, 3, 1)
+    X[17, 2] = np.nan
+    with pytest.raises(ValueError, match="row 17"):
+        S.cka(X, Y)
+    X[17, 2], X[0, 0] = 0.0, np.inf
+    with pytest.raises(ValueError, match="row 0"):
+        S.cka(X, Y)
+
+
+def test_wide_layers_sum_the_group_gram_in_sample_space_with_the_same_replicates(monkeypatch):
+    """Above GROUP_BUDGET the G per-group D x D products are not kept: the Gram <S_g, S_h> is the
+    sum over sample pairs of (x_i . x_j)(y_i . y_j), in chunk pairs; the replicates are the same."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 24))
+    Y = X @ rng.normal(size=(24, 16)) + rng.normal(size=(300, 16))
+    y = np.arange(300) % 5
+    a, b = S.LayerStats(X), S.LayerStats(Y)
+    g = S._groups(y, 30, 0)
+    kept, summed = S._GroupStats(a, b, g, 30), S._GroupStats(a, b, g, 30, budget=0)
+    assert kept.stored and not summed.stored and summed.S is None
+    # brute force: the Gram of the explicit group products
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    Sg = np.stack([Xc[g == h].T @ Yc[g == h] for h in range(30)])
+    brute = np.einsum("gde,hde->gh", Sg, Sg)
+    np.testing.assert_allclose(summed.gram, brute, rtol=1e-10)
+    np.testing.assert_allclose(summed.T, kept.T, rtol=1e-10, atol=1e-9 * np.abs(kept.T).max())
+    monkeypatch.setattr(S, "_BUDGET", 8 * 40 * 40)  # chunks of a few rows: many chunk pairs
+    np.testing.assert_allclose(S._GroupStats(a, b, g, 30, budget=0).gram, brute, rtol=1e-10)
+    full = S.group_bootstrap(a, b, y, n_boot=40, n_groups=30, procrustes_boot=5)
+    monkeypatch.setattr(S, "GROUP_BUDGET", 0)
+    monkeypatch.setattr(S._GroupStats.__init__, "__defaults__", (0,))
+    wide = S.group_bootstrap(a, b, y, n_boot=40, n_groups=30, procrustes_boot=5)
+    np.testing.assert_allclose(wide["cka"], full["cka"], rtol=1e-9)
+    assert len(full["procrustes"]) == 5 and len(wide["procrustes"]) == 0  # no D x D sums to draw from

@@ -11,20 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .associated import Bridge, Dense
+from .base import OneGroupNet
 
 _HEAD_ACT = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
-class EndToEndNet(nn.Module):
+class EndToEndNet(OneGroupNet):
     """What every backprop baseline shares: `blocks` (the encoders) then `head` (a list of layers),
     trained end to end by one cross-entropy; one parameter group. Subclasses build the two lists."""
-
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    def param_groups(self, lr: float, gh_factor: float = 2.0) -> list[dict]:
-        return [{"params": list(self.parameters()), "lr": lr, "name": "all"}]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for f in self.blocks:

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import OneGroupNet
+
 AUX_TYPES = ("mlp-sr", "mlp", "cnn", "linear")
 _AUX = {"mlp-sr": (3, 3, False), "mlp": (0, 3, False), "cnn": (2, 0, True)}  # n_lin, mlp_layers, cnn
 _LAST = (0, 2, False)
@@ -91,7 +93,7 @@ class AuxClassifier(nn.Sequential):
         super().__init__(OrderedDict(stages))
 
 
-class DGLModel(nn.Module):
+class DGLModel(OneGroupNet):
     method = "dgl"
     local = True
 
@@ -105,13 +107,6 @@ class DGLModel(nn.Module):
             AuxClassifier(tuple(s), num_classes, linear=True) if aux_type == "linear" else
             AuxClassifier(tuple(s), num_classes, *(_LAST if i == L - 1 else _AUX[aux_type]))
             for i, s in enumerate(feat_shapes))
-
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    def param_groups(self, lr: float, gh_factor: float = 2.0) -> list[dict]:
-        return [{"params": list(self.parameters()), "lr": lr, "name": "all"}]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for f in self.blocks:

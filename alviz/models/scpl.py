@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import OneGroupNet
+
 PROJ_HIDDEN = 512  # the reference's projection MLP ("m"): Linear(D, 512), ReLU, Linear(512, 1024)
 PROJ_OUT = 1024
 HEAD_HIDDEN = 2500  # the reference's VGG predictor: Linear(D, 2500), Sigmoid, Linear(2500, C)
@@ -65,7 +67,7 @@ class Projection(nn.Sequential):
         super().__init__(*pre, nn.Flatten(), nn.Linear(d, PROJ_HIDDEN), nn.ReLU(), nn.Linear(PROJ_HIDDEN, PROJ_OUT))
 
 
-class SCPLModel(nn.Module):
+class SCPLModel(OneGroupNet):
     method = "scpl"
     local = True
 
@@ -81,13 +83,6 @@ class SCPLModel(nn.Module):
         # head.0: the hidden layer (head1 in the layer map), head.1: the logits (head2)
         self.head = nn.ModuleList([nn.Sequential(*pre, nn.Flatten(), nn.Linear(d, HEAD_HIDDEN), nn.Sigmoid()),
                                    nn.Linear(HEAD_HIDDEN, num_classes)])
-
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    def param_groups(self, lr: float, gh_factor: float = 2.0) -> list[dict]:
-        return [{"params": list(self.parameters()), "lr": lr, "name": "all"}]
 
     def classify(self, s: torch.Tensor) -> torch.Tensor:
         for layer in self.head:

@@ -1,8 +1,9 @@
 """``alviz compare A B``: two runs or experiments side by side, layer by layer (joined on the
 manifest's ``match`` key): each measure for A and B with bootstrap intervals, the difference with its
 paired interval and the verdict ("A", "B" or "no detectable difference": ``verdicts``), per-class
-rows, the models' per-sample correctness (McNemar) and the layer-to-layer similarity of the first
-runs (CKA, Procrustes, k-NN overlap); as a table, CSV and JSON. Runs measured on different
+rows, the models' per-sample correctness (McNemar, every seed pair and combined) and the
+layer-to-layer similarity of the first runs (CKA, Procrustes, k-NN overlap, cached like the
+measures); as a table, CSV and JSON. Runs measured on different
 held-out data are refused.
 
 What this is not: no per-experiment report (``analysis``); measures come from ``measure``.
@@ -30,7 +31,7 @@ from .options import COMPARE_COLUMNS, DEFAULT_OUT, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
 from .simsection import SIM_COLUMNS, compare_pair, csv_rows, same_samples
 from .tables import fmt
-from .verdicts import accuracy_verdict, paired, side_reps
+from .verdicts import accuracy_lines, accuracy_pairs, paired, side_reps
 
 
 def better_side(measure: str, a: float, b: float) -> str:
@@ -156,7 +157,7 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
     """Compare two runs or two experiments layer by layer; writes a CSV (default
     ``<out>/<experiment of a>/compare-<a>-vs-<b>.csv``), the same with the rest as JSON beside it
     (``.json``) and the similarity of the first runs (``-similarity.csv``); returns (rows, csv path).
-    ``extra_out`` receives ``{"mcnemar": ..., "similarity": [...]}``."""
+    ``extra_out`` receives ``{"mcnemar": verdicts.accuracy_pairs(...) or None, "similarity": [...]}``."""
     opts = options or Options()
     if kw:
         opts = Options(**{**asdict(opts), **kw})
@@ -211,17 +212,21 @@ def compare(a, b, *, out=DEFAULT_OUT, csv_path=None, options: Options | None = N
         same_samples(first[0], side_acts[0][first[0]], first[1], side_acts[1][first[1]])
         extra = {"mcnemar": None, "similarity": []}
         if opts.similarity:
-            pair = compare_pair(f"{first[0]} vs {first[1]}", first[0], side_acts[0][first[0]], first[1],
-                                side_acts[1][first[1]], opts.boot, opts.seed)
+            folder = out / names[next(iter(sides[0]))]
+            with locked(folder, log):
+                pair = compare_pair(f"{first[0]} vs {first[1]}", first[0], side_acts[0][first[0]], first[1],
+                                    side_acts[1][first[1]], opts.boot, opts.seed, folder / ".cache", log)
             extra["similarity"] = csv_rows([pair])
     result = compare_rows(side_rows[0], side_rows[1], reps_a=side_reps[0], reps_b=side_reps[1])
     if not result:
         raise UserError(f"{a} and {b} have no layers in common (joined on the manifest's match key)")
     result += compare_rows(side_rows[0], side_rows[1], per_class=True)
-    ca = side_reps[0][first[0].split("/", 1)[1]].get(("output", "correct"))
-    cb = side_reps[1][first[1].split("/", 1)[1]].get(("output", "correct"))
-    if ca is not None and cb is not None:
-        extra["mcnemar"] = {"run_a": first[0], "run_b": first[1], **accuracy_verdict([ca], [cb])}
+    correct = [[{"run": f"{names[e]}/{i.name}", "method": i.method, "seed": i.seed,
+                 "correct": side_reps[k][i.name].get(("output", "correct"))}
+                for e, lst in side.items() for i in lst] for k, side in enumerate(infos)]
+    correct = [[r for r in side if r["correct"] is not None] for side in correct]
+    if correct[0] and correct[1]:
+        extra["mcnemar"] = accuracy_pairs(*correct)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(csv_path, csv_text(result, COMPARE_COLUMNS))
     if extra["similarity"]:
@@ -236,10 +241,10 @@ def format_compare_extra(extra: dict) -> str:
     """McNemar's line and the aligned layer pairs' similarity, one layer pair per line."""
     lines = []
     m = extra.get("mcnemar")
-    if m:
-        lines.append(f"model accuracy ({m['run_a']} vs {m['run_b']}): A right and B wrong on {m['a_only']} samples, "
-                     f"the reverse on {m['b_only']}; McNemar exact p = {m['p']:.3g}: "
-                     + {"A": "A better", "B": "B better"}.get(m["better"], NO_DIFFERENCE))
+    if m and m["pairs"]:
+        lines.append("model accuracy on the same held-out samples, McNemar's exact test on per-sample correctness, "
+                     "per seed pair:")
+        lines += accuracy_lines(m)
     sim = [r for r in extra.get("similarity", []) if r["match_a"] == r["match_b"]]
     if sim:
         lines.append("similarity of aligned layers (first run of each side; CKA: similarity, Procrustes: distance):")

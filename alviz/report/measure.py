@@ -52,6 +52,13 @@ class RunActivations:
         a = getattr(self, which).layers[name]
         return a if a.ndim == 2 else a.reshape(len(a), -1)
 
+    def digest(self, which, name) -> str:
+        """Content hash of one layer's activations (``files.hash_arrays``), computed once per set."""
+        memo = self.__dict__.setdefault("_digests", {})
+        if (which, name) not in memo:
+            memo[(which, name)] = hash_arrays(self.layer(which, name))
+        return memo[(which, name)]
+
 
 def replicates(labels: np.ndarray, opts: Options) -> np.ndarray:
     """The stratified bootstrap multiplicities (opts.boot x N) of the held-out samples: the same

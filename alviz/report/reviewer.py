@@ -20,7 +20,7 @@ from .perclass import class_table, confusion_table
 from .runs import method_order
 from .simsection import SIM_COLUMNS, csv_rows, floor_verdicts, heatmap_figure, pairs_for
 from .tables import fmt
-from .verdicts import accuracy_verdict, position_verdicts
+from .verdicts import accuracy_pairs, position_verdicts, word
 
 TABLE_VERDICT_MEASURES = ["ratio", "centroid_ratio", "fisher_ratio", "nc1", "silhouette", "knn_acc", "probe_acc"]
 
@@ -49,12 +49,24 @@ def accuracy_headline(infos, reps_by_run, rows) -> tuple[list[str], dict]:
     out = {"accuracy": acc}
     if len(acc) == 2:
         ma, mb = list(acc)
-        v = accuracy_verdict([reps_by_run[acc[ma]["run"]][("output", "correct")]],
-                             [reps_by_run[acc[mb]["run"]][("output", "correct")]])
-        verdict = {"A": f"{ma.upper()} better", "B": f"{mb.upper()} better"}.get(v["better"], NO_DIFFERENCE)
-        text.append(f"Per sample: {ma.upper()} right and {mb.upper()} wrong on {v['a_only']} samples, the reverse on "
-                    f"{v['b_only']}; McNemar's exact test p = {v['p']:.3g}: {verdict}.")
-        out["mcnemar"] = {"method_a": ma, "method_b": mb, **v}
+        seed = {i.name: i.seed for i in infos}
+        sides = [[{"run": r, "method": m, "seed": seed[r], "correct": reps_by_run[r][("output", "correct")]}
+                  for r in runs[m] if ("output", "correct") in reps_by_run[r]] for m in (ma, mb)]
+        mc = accuracy_pairs(*sides)
+        if mc["pairs"]:
+            A, B = ma.upper(), mb.upper()
+            c = mc["combined"][0]
+            per = "; ".join(f"{r['run_a']} vs {r['run_b']}: {A} right and {B} wrong on {r['a_only']} samples, the "
+                            f"reverse on {r['b_only']}, p = {r['p']:.3g} ({word(r['better'], A, B)})"
+                            for r in mc["pairs"])
+            line = f"Per sample, McNemar's exact test for each seed pair (paired by {c['paired_by']}): {per}."
+            if c["n_pairs"] > 1:
+                line += (f" Combined: p < {c['alpha']:g} in {c['significant']} of {c['n_pairs']} pairs; summed over "
+                         f"the pairs {A} right and {B} wrong on {c['a_only']} samples, the reverse on {c['b_only']} "
+                         "(the pairs share the held-out samples, so the sums get no test of their own); "
+                         f"{word(c['better'], A, B)} (a method is called better only where every pair's test says so).")
+            text.append(line)
+            out["mcnemar"] = {"method_a": ma, "method_b": mb, **mc}
     return text, out
 
 
@@ -72,7 +84,7 @@ def reviewer_sections(infos, acts, rows, reps_by_run, opts, folder, log) -> dict
     verdicts = position_verdicts(rows, reps_by_run, TABLE_VERDICT_MEASURES)
     winners = {(v["depth"], v["measure"]): v["winner"] for v in verdicts}
     headline, acc = accuracy_headline(infos, reps_by_run, rows)
-    pairs = pairs_for(infos, acts, opts.boot, opts.seed, log) if opts.similarity else []
+    pairs = pairs_for(infos, acts, opts.boot, opts.seed, log, folder / ".cache") if opts.similarity else []
     sim_rows = csv_rows(pairs)
     floors = floor_verdicts(pairs)
     if pairs:

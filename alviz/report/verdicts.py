@@ -1,6 +1,6 @@
 """Which side is better, only where the data say so: paired comparisons of two methods (or two
 runs) at each aligned layer, from bootstrap replicates on the same resampled samples, and McNemar's
-exact test on the models' per-sample correctness.
+exact test on the models' per-sample correctness, for every seed pair (``accuracy_pairs``).
 
 The rule (used by the report's tables, ``compare`` and the headline): a side is "better" only
 when the 95 % interval of the paired difference excludes zero, else "no detectable difference".
@@ -10,7 +10,8 @@ is measured on the same samples with the same multiplicities, so this is the rep
 seed mean) and the seed-to-seed variance of each mean (s^2 / k) is added to the variance of the
 paired replicate differences: ``d +/- 1.96 sqrt(var_boot + s_a^2/k_a + s_b^2/k_b)``.
 
-What this is not: no measuring (``measure``), no rendering.
+What this is not: no measuring (``measure``), no rendering but the McNemar lines that ``compare``
+and the report share (``accuracy_lines``).
 """
 from __future__ import annotations
 
@@ -59,12 +60,73 @@ def paired(values_a, values_b, reps_a, reps_b, measure: str, confidence: float =
     return {"diff": d, "low": lo, "high": hi, "better": better}
 
 
-def accuracy_verdict(correct_a: list, correct_b: list) -> dict:
-    """McNemar's exact test on the first run of each side (paired per-sample correctness), with the
-    counts "A right, B wrong" (a_only) and the reverse (b_only)."""
-    if not correct_a or not correct_b:
-        return {"better": NO_DIFFERENCE, "a_only": None, "b_only": None, "p": float("nan")}
-    return mcnemar_verdict(correct_a[0], correct_b[0])
+def seed_pairs(seeds_a: list, seeds_b: list) -> tuple[list[tuple[int, int]], str]:
+    """Index pairs (i, j) of two sides' runs given their seeds, and how they were paired: "seed"
+    (seed s of A with seed s of B, for the seeds both hold) when one side's seeds are all among
+    the other's, else "sorted order" (the i-th smallest seed of A with the i-th of B)."""
+    oa = sorted(range(len(seeds_a)), key=lambda i: seeds_a[i])
+    ob = sorted(range(len(seeds_b)), key=lambda j: seeds_b[j])
+    if set(seeds_a) <= set(seeds_b) or set(seeds_b) <= set(seeds_a):
+        where = {seeds_b[j]: j for j in ob}
+        return [(i, where[seeds_a[i]]) for i in oa if seeds_a[i] in where], "seed"
+    return list(zip(oa, ob)), "sorted order"
+
+
+def accuracy_pairs(runs_a: list[dict], runs_b: list[dict], alpha: float = 0.05) -> dict:
+    """McNemar's exact test on the per-sample correctness of every seed pair, and their combination.
+
+    ``runs_*``: ``{"run", "method", "seed", "correct"}`` per run of a side. When a side holds
+    several methods, runs are paired within a method (AL with AL, BP with BP), else across; then
+    by seed (``seed_pairs``). Returns ``{"pairs":
+    [per pair: run_a, run_b, method_a, method_b, seed_a, seed_b, a_only, b_only, both, neither, p,
+    better], "combined": [per method pair: n_pairs, paired_by, significant (pairs with p < alpha),
+    a_better, b_better (of those), a_only and b_only summed over the pairs, better]}``.
+
+    The combination: the pairs share the held-out samples, so they are not independent trials
+    and no p-value is computed from the pooled counts (they are reported as counts); the combined
+    verdict is "A" or "B" only when every pair's own test says so, else ``NO_DIFFERENCE``."""
+    by_method = len({r["method"] for r in runs_a}) > 1 or len({r["method"] for r in runs_b}) > 1
+    groups = ([([r for r in runs_a if r["method"] == m], [r for r in runs_b if r["method"] == m])
+               for m in sorted({r["method"] for r in runs_a} & {r["method"] for r in runs_b})]
+              if by_method else [(runs_a, runs_b)])
+    pairs, combined = [], []
+    for ga, gb in groups:
+        idx, how = seed_pairs([r["seed"] for r in ga], [r["seed"] for r in gb])
+        rows = []
+        for i, j in idx:
+            ra, rb = ga[i], gb[j]
+            rows.append({"run_a": ra["run"], "run_b": rb["run"], "method_a": ra["method"], "method_b": rb["method"],
+                         "seed_a": ra["seed"], "seed_b": rb["seed"],
+                         **mcnemar_verdict(ra["correct"], rb["correct"], alpha)})
+        if not rows:
+            continue
+        pairs += rows
+        verdicts = {r["better"] for r in rows}
+        combined.append({"method_a": rows[0]["method_a"], "method_b": rows[0]["method_b"], "n_pairs": len(rows),
+                         "paired_by": how, "alpha": alpha, "significant": sum(r["p"] < alpha for r in rows),
+                         "a_better": sum(r["better"] == "A" for r in rows),
+                         "b_better": sum(r["better"] == "B" for r in rows),
+                         "a_only": sum(r["a_only"] for r in rows), "b_only": sum(r["b_only"] for r in rows),
+                         "better": verdicts.pop() if len(verdicts) == 1 else NO_DIFFERENCE})
+    return {"pairs": pairs, "combined": combined}
+
+
+def accuracy_lines(m: dict, name_a: str = "A", name_b: str = "B") -> list[str]:
+    """Plain-text lines of ``accuracy_pairs``: one per seed pair (naming both runs and seeds),
+    then one combined line per method pair."""
+    words = {"A": f"{name_a} better", "B": f"{name_b} better"}
+    lines = []
+    for r in m["pairs"]:
+        lines.append(f"  {r['run_a']} vs {r['run_b']} (seeds {r['seed_a']}/{r['seed_b']}): {name_a} right and {name_b} "
+                     f"wrong on {r['a_only']} samples, the reverse on {r['b_only']}; McNemar exact p = {r['p']:.3g}: "
+                     + words.get(r["better"], NO_DIFFERENCE))
+    for c in m["combined"]:
+        lines.append(f"  combined {c['method_a'].upper()}/{c['method_b'].upper()} ({c['n_pairs']} pair(s), paired by "
+                     f"{c['paired_by']}): p < {c['alpha']:g} in {c['significant']} ({name_a} better in "
+                     f"{c['a_better']}, {name_b} in {c['b_better']}); summed over pairs {name_a} right and "
+                     f"{name_b} wrong {c['a_only']}, the reverse {c['b_only']} (the pairs share the samples: counts "
+                     f"only, no pooled test); {words.get(c['better'], NO_DIFFERENCE)} (only when every pair agrees)")
+    return lines
 
 
 def word(better: str, label_a: str, label_b: str) -> str:

@@ -8,7 +8,6 @@ Only finished runs (status complete) are counted; a missing cell is printed as "
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -86,7 +85,7 @@ def sigmoid():
             for m in METHODS:
                 accs, curves = [], []
                 for seed in (0, 1, 2):
-                    for sub in sorted(CK.glob(f"sigmoid-{r}-d{d}*/depth{d}")):
+                    for sub in sorted(CK.glob(f"sigmoid-{r}*/depth{d}")):
                         got = final_acc(sub / f"{m}-seed{seed}")
                         if got:
                             accs.append(got[0])
@@ -94,6 +93,9 @@ def sigmoid():
                             break
                 data[(r, d, m)] = (accs, curves)
                 s = summary(accs)
+                if s is None and m == "bp-authors":  # the same network as the matched BP here (RESULTS.md)
+                    cells.append("= matched BP")
+                    continue
                 best = f", best epoch {max(max(c) for c in curves):.3f}" if curves else ""
                 cells.append(fmt(s) + (best if s is not None else ""))
             print(f"| {r} | {d} | " + " | ".join(cells) + " |")
@@ -101,15 +103,16 @@ def sigmoid():
 
 
 def metafeatures():
-    print()
+    sys.path.insert(0, str(OUT))
+    from layers_table import layer_table
+
     for r in RECIPES:
         path = REP / f"default-{r}" / "metrics.csv"
+        print(f"\nrecipe {r}, {path.relative_to(ROOT)}:\n")
         if not path.is_file():
-            print(f"{r}: no metrics.csv (analysis not run)")
+            print("no metrics.csv (analysis not run)")
             continue
-        with open(path) as fh:
-            rows = list(csv.DictReader(fh))
-        print(f"{r}: {len(rows)} rows; columns {list(rows[0])[:14]}")
+        layer_table(path, METHODS, ("ratio", "fisher_ratio", "nc1", "silhouette", "knn_acc", "probe_acc"))
     return None
 
 
