@@ -1,7 +1,8 @@
 """Benchmark alviz.parallel: the AL pipeline and DDP against single-process training.
 
     python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling,ab]
-                                   [--launcher fork|subprocess] [--epochs N]
+                                   [--launcher fork|subprocess] [--epochs N] [--micro 1,4,8]
+                                   [--stage-ms 40]
     python bench/bench_parallel.py --gpu [--json PATH]     # a short check on a machine with a GPU
 
 Measures, side by side in one run (every run a real `alviz train`, its ranks started on 127.0.0.1
@@ -15,14 +16,20 @@ them):
    epochs); and, depth 2, DDP of 2 ranks x 1 thread for AL and for BP likewise (--quick: blobs,
    3 epochs, width 32, depth 2, AL only).
 2. a simulated scaling study: depth 8, K = 1, 2, 4, 8 pipeline ranks, 1 thread each, every
-   component's compute equalised by a sleep of ALVIZ_SIM_STAGE_MS (40) per component per
-   mini-batch, a third before the micro-batch is handed on (the forward pass) and two thirds after
-   (backward and update) (sleeping ranks do not compete for the 2 cores, so K ranks overlap as K
-   machines would; the real compute is made small: width 32). Reported: epoch time, speed-up
-   against K = 1, the ideal K*U/(U + (K-1)/3) for U micro-batches per epoch (the last rank starts
-   after K-1 forward passes), the speed-up as a share of that ideal and of K, and the measured
-   bubble (1 - busy/wall over ranks), with 1 and 8 micro-batches per batch (batch 500: 8 batches
-   per epoch; --quick: depth 4, K = 1, 2, one epoch).
+   component's compute equalised by a sleep of ALVIZ_SIM_STAGE_MS (--stage-ms, 40) per component
+   per mini-batch (sleeps that add up: one that wakes late shortens the next), a third before the
+   micro-batch is handed on (the forward pass) and two thirds after (backward and update)
+   (sleeping ranks do not compete for the 2 cores, so K ranks overlap as K machines would; the
+   real compute is made small: width 32, but it costs about 1.5 ms of CPU per component and
+   micro-batch whatever the micro-batch's size, and K ranks share the 2 cores for it, so with
+   many micro-batches it is not small against 40 ms stages: --stage-ms 200; with equal simulated
+   costs the pipeline splits the components by count). Reported: epoch time, speed-up against K = 1, the
+   ideal K*U/(U + (K-1)/3) for U micro-batches per epoch (the last rank starts after K-1 forward
+   passes), the speed-up as a share of that ideal and of K, and the measured bubble (1 - busy/wall
+   over ranks), with 1, 4 and 8 micro-batches per batch (--micro; batch 500: 8 batches per epoch;
+   --quick: depth 4, K = 1, 2, one epoch); and per row the ranks' mean profile of an epoch: real
+   compute (forward, backward, update, bookkeeping), simulated compute (the sleeps, as slept),
+   packing and posting sends, waiting to receive, waiting for sends.
 3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread (default MLP, mnist5k,
    2 epochs, depth 2 and 4), run alternately twice: the speed-up's median and range, and the
    pipeline's per-rank profile of an epoch (compute, packing and posting sends, waiting to
@@ -155,8 +162,7 @@ def _pair(method, depth, mode, single1, single2, par) -> dict:
 SIM_FORWARD_SHARE = 1.0 / 3.0  # alviz.parallel.pipeline.SIM_FORWARD_SHARE
 
 
-def scaling(quick: bool, launcher: str, root: Path) -> dict:
-    stage_ms = 40.0
+def scaling(quick: bool, launcher: str, root: Path, micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
     depth = 4 if quick else 8
     epochs = 1 if quick else 2
     base = ["--dataset", "mnist5k", "--depth", str(depth), "--width", "32", "--batch-size", "500", "--epochs",
@@ -167,7 +173,7 @@ def scaling(quick: bool, launcher: str, root: Path) -> dict:
     load0 = _load()
     rows = []
     t1 = None
-    for m in ((1,) if quick else (1, 8)):
+    for m in ((1,) if quick else micro):
         for k in ((1, 2) if quick else (1, 2, 4, 8)):
             r = run("al", k, 1, "--pipeline", "--micro-batches", str(m), env=env)
             per_epoch = r["epoch_seconds"]
@@ -181,9 +187,20 @@ def scaling(quick: bool, launcher: str, root: Path) -> dict:
                          "speedup": t1 / per_epoch, "ideal_speedup": k * units / (units + fill),
                          "of_ideal": (t1 / per_epoch) / (k * units / (units + fill)), "of_k": (t1 / per_epoch) / k,
                          "bubble": r.get("bubble", 0.0), "ideal_bubble": fill / (units + fill),
-                         "profile": r.get("profile")})
+                         "profile": r.get("profile"), "mean_profile": _mean_profile(r.get("profile"), k)})
     return {"config": " ".join(base) + f" ALVIZ_SIM_STAGE_MS={stage_ms:g}", "rows": rows,
             "load_before": load0, "load_after": _load()}
+
+
+PHASES = ("compute", "simulated", "pack_send", "recv_wait", "send_wait")
+
+
+def _mean_profile(prof: dict | None, k: int) -> dict | None:
+    """Seconds an epoch per phase, averaged over the K ranks (a phase a run did not record: absent)."""
+    if not prof:
+        return None
+    return {ph: statistics.mean(prof[f"rank{r}_{ph}_s"] for r in range(k))
+            for ph in PHASES if f"rank0_{ph}_s" in prof}
 
 
 def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: int = 2) -> dict:
@@ -221,7 +238,8 @@ def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: i
     return {"config": " ".join(base), "rows": out, "load_before": load0, "load_after": _load()}
 
 
-def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: str = "fork", epochs: int | None = None) -> dict:
+def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: str = "fork", epochs: int | None = None,
+        micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "launcher": launcher}}
     import torch
 
@@ -231,7 +249,7 @@ def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: s
         if "correctness" in parts:
             out["correctness"] = correctness(quick, launcher, root, epochs)
         if "scaling" in parts:
-            out["scaling"] = scaling(quick, launcher, root)
+            out["scaling"] = scaling(quick, launcher, root, micro, stage_ms)
         if "ab" in parts:
             out["ab"] = pipeline_ab(quick, launcher, root)
     finally:
@@ -259,11 +277,14 @@ def table(res: dict) -> str:
         s = res["scaling"]
         lines.append(f"simulated scaling ({s['config']}); load {s['load_before']} -> {s['load_after']}")
         lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'of ideal':>8} "
-                     f"{'of K':>5} {'bubble':>6} {'ideal':>6}")
+                     f"{'of K':>5} {'bubble':>6} {'ideal':>6}   mean over ranks, s/epoch: "
+                     + " / ".join(PHASES))
         for r in s["rows"]:
+            mp = r.get("mean_profile") or {}
             lines.append(f"  {r['ranks']:>2} {r['micro_batches']:>5} {r['epoch_seconds']:>8.3f} {r['speedup']:>7.2f} "
                          f"{r['ideal_speedup']:>6.2f} {r['of_ideal']:>8.2f} {r['of_k']:>5.2f} {r['bubble']:>6.3f} "
-                         f"{r['ideal_bubble']:>6.3f}")
+                         f"{r['ideal_bubble']:>6.3f}   " + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
+                                                                     for ph in PHASES))
     if "ab" in res:
         a = res["ab"]
         lines.append(f"pipeline 2x1 vs one process x 1 thread ({a['config']}), alternating; load {a['load_before']} -> "
@@ -345,6 +366,9 @@ def main(argv=None) -> int:
     ap.add_argument("--launcher", choices=("fork", "subprocess"), default="fork",
                     help="fork: ranks are forks of this process (no import cost); subprocess: fresh interpreters")
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of part 1")
+    ap.add_argument("--micro", default="1,4,8", help="micro-batches per batch of the scaling study's rows")
+    ap.add_argument("--stage-ms", type=float, default=40.0,
+                    help="the scaling study's simulated compute per component and mini-batch (ALVIZ_SIM_STAGE_MS)")
     ap.add_argument("--gpu", action="store_true", help="the GPU check instead (torchrun, digits, cnn)")
     a = ap.parse_args(argv)
     if a.gpu:
@@ -352,7 +376,8 @@ def main(argv=None) -> int:
         res = gpu_check(root)
         print(json.dumps(res, indent=1))
     else:
-        res = run(a.quick, tuple(p.strip() for p in a.parts.split(",")), a.launcher, a.epochs)
+        res = run(a.quick, tuple(p.strip() for p in a.parts.split(",")), a.launcher, a.epochs,
+                  tuple(int(m) for m in a.micro.split(",")), a.stage_ms)
         print(table(res))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))

@@ -19,10 +19,11 @@ from ..config import TrainConfig
 from ..data import Data, augment_batch
 from ..errors import UserError
 from ..models import create_model, resolve_shape_defaults
-from ..train import (Diverged, Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier,
-                     make_optimizer, resolve_data, run_meta, save_epoch, set_lrs)
-from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, agree_on_rank0, epoch_failure, fault_injector,
-                    init_distributed, is_comm_error, lost_contact, nonfinite_column, start_run)
+from ..train import (Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier, make_optimizer,
+                     resolve_data, run_meta, save_epoch, set_lrs)
+from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, agree_on_rank0, epoch_loop, fault_injector,
+                    init_distributed, is_comm_error, lost_contact, nonfinite_column, progress_bar, run_result,
+                    start_run, stop_if_diverged)
 
 
 class _LossModule(nn.Module):
@@ -94,17 +95,12 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
     n, bs = len(y_tr), cfg.batch_size
     steps = math.ceil(n / bs)
     fail = fault_injector(rank)
-    bar = None
-    if progress and ctx.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=(cfg.epochs - start_epoch) * steps, unit="step", leave=False, dynamic_ncols=True,
-                   desc=f"{cfg.method} {cfg.arch} ddp x{K}")
+    bar = progress_bar(ctx, progress, (cfg.epochs - start_epoch) * steps, "step", f"{cfg.method} {cfg.arch} ddp x{K}")
     t_start = time.perf_counter()
     model.train()
     count = 0
     epoch, step = start_epoch, -1
-    try:
+    with epoch_loop(ctx, run, history, bar, lambda: (epoch, f"step {step + 1}")):
         for epoch in range(start_epoch, cfg.epochs):
             mult = lr_multiplier(cfg, epoch)
             set_lrs(opt, base_lrs, mult)
@@ -147,11 +143,7 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
             wall = comm.all_reduce(torch.tensor([own_seconds], dtype=torch.float64), dist.ReduceOp.MAX)
             bad_all = comm.all_reduce(bad.cpu(), dist.ReduceOp.MIN)
             train_seconds = float(wall[0])
-            if cfg.on_nan == "stop" and bool((bad_all < NO_BAD).any()):
-                first = int(bad_all.min())
-                which = [k for k, b in zip(keys, bad_all.tolist()) if b == first and k != "loss"]
-                raise Diverged(f"loss {', '.join(which) or 'loss'} became NaN/inf at epoch {epoch + 1}, step "
-                               f"{first + 1}; the last good checkpoint in {run} is kept (lower --lr, or --on-nan continue)")
+            stop_if_diverged(cfg, keys, bad_all, epoch, "step", run)
             if not ctx.is_main:
                 continue
             t_ev = time.perf_counter()
@@ -165,12 +157,4 @@ def train_ddp(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *, resu
             nonfinite_column(row, keys, bad_all)
             history.append(row)
             save_epoch(run, model, opt, cfg, meta, history, bar, log, ev["acc"], train_seconds, f", ddp x{K}")
-    except BaseException as e:
-        epoch_failure(e, ctx, run, epoch, len(history), lambda: f"step {step + 1}")
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    if not ctx.is_main:
-        return None
-    return Result.from_history(run, history, time.perf_counter() - t_start)
+    return run_result(ctx, run, history, t_start)

@@ -1,7 +1,7 @@
 """What the pipeline and DDP share: joining the process group torchrun describes, point-to-point
 and collective transfers (gloo gets CPU tensors, NCCL device tensors), rank 0's word on how a run
-starts, and the one-line failures of a parallel loop (Ctrl-C, a lost rank, a fault injected by a
-test).
+starts, the frame of a parallel epoch loop (progress bar, one-line failures: Ctrl-C, a lost rank,
+a fault injected by a test, a diverged loss; the Result rank 0 returns).
 
 What this is not: no training loop (``pipeline``, ``ddp``), no launching of processes
 (``launch``).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..errors import UserError
 from ..models import resolve_shape_defaults
-from ..train import Interrupted, _check_resume_config, resolve_device
+from ..train import Diverged, Interrupted, Result, _check_resume_config, resolve_device
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -129,6 +130,48 @@ def epoch_failure(e: BaseException, ctx: DistContext, run: Path, epoch: int, kep
                           f"{run} is kept; continue it by running the same command with --resume") from None
     if isinstance(e, Exception) and is_comm_error(e) and not isinstance(e, UserError):
         raise lost_contact(ctx, f"in epoch {epoch + 1}, {where()}", run, e) from None
+
+
+@contextmanager
+def epoch_loop(ctx: DistContext, run: Path, history: list, bar, where):
+    """Around a parallel run's epoch loop: Ctrl-C and lost contact with another rank become
+    one-line errors (`where()` -> (0-based epoch, "micro-batch 9"): where the loop stood), and the
+    progress bar is closed however the loop ends."""
+    try:
+        yield
+    except BaseException as e:
+        epoch, unit = where()
+        epoch_failure(e, ctx, run, epoch, len(history), lambda: unit)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def progress_bar(ctx: DistContext, progress: bool, total: int, unit: str, desc: str):
+    """Rank 0's tqdm bar over the run's micro-batches or steps (None on other ranks or without progress)."""
+    if not (progress and ctx.is_main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, leave=False, dynamic_ncols=True, desc=desc)
+
+
+def run_result(ctx: DistContext, run: Path, history: list, t_start: float) -> Result | None:
+    """What a parallel run returns: the Result on rank 0, None on the others."""
+    return Result.from_history(run, history, time.perf_counter() - t_start) if ctx.is_main else None
+
+
+def stop_if_diverged(cfg: TrainConfig, keys: list[str], bad_all: torch.Tensor, epoch: int, unit: str,
+                     run: Path) -> None:
+    """on_nan: stop: raise Diverged naming the losses that first became NaN/inf (`bad_all`: each
+    loss's first bad micro-batch or step, NO_BAD where none; `unit`: "micro-batch" or "step")."""
+    if cfg.on_nan != "stop" or not bool((bad_all < NO_BAD).any()):
+        return
+    first = int(bad_all.min())
+    which = [k for k, b in zip(keys, bad_all.tolist()) if b == first and k != "loss"]
+    raise Diverged(f"loss {', '.join(which) or 'loss'} became NaN/inf at epoch {epoch + 1}, {unit} {first + 1}; "
+                   f"the last good checkpoint in {run} is kept (lower --lr, or --on-nan continue)")
 
 
 def nonfinite_column(row: dict, keys: list[str], bad_all: torch.Tensor) -> None:

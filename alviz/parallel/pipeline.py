@@ -4,8 +4,9 @@ Rank r owns a contiguous group of components (for AL f_i, b_i, g_i, h_i; for SCP
 projection, the head with the last; for DGL f_i and its auxiliary classifier: whatever the model's
 `component_modules(i)` names). The epoch is a stream of micro-batches; rank 0 reads (x, y), every
 rank runs its components (`model.stage_losses`), sends what they hand on (AL: s and t; SCPL, DGL:
-s) with y to rank r+1 with a non-blocking send and receives the next micro-batch ahead while it
-computes; it steps its own optimiser when the last micro-batch of a mini-batch is done. Nothing
+s) with y to rank r+1 with a non-blocking send before its own backward pass, and keeps the
+receives of its next micro-batches posted while it computes (WINDOW of them, as many sends in
+flight); it steps its own optimiser when the last micro-batch of a mini-batch is done. Nothing
 flows backwards. The result is the same arithmetic as single-process training (see
 docs/PARALLEL.md for why, and the tests that check it). At the end of every epoch rank 0 gathers
 the weights and optimiser state and writes an ordinary run directory.
@@ -29,16 +30,21 @@ from ..data import Data, augment_batch
 from ..errors import UserError
 from ..models import LOCAL_METHODS, create_model, resolve_shape_defaults
 from ..models.backbones import output_shapes
-from ..train import (Diverged, Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier,
-                     make_optimizer, resolve_data, run_meta, save_epoch, set_lrs)
+from ..train import (Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier, make_optimizer,
+                     resolve_data, run_meta, save_epoch, set_lrs)
 from .cost import component_costs, partition_by_cost
-from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_failure, fault_injector, init_distributed,
-                    is_comm_error, lost_contact, nonfinite_column, start_run)
+from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_loop, fault_injector, init_distributed,
+                    is_comm_error, lost_contact, nonfinite_column, progress_bar, run_result, start_run,
+                    stop_if_diverged)
 
 
 # benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
 # micro-batch is handed on (the forward pass, about 1/3 of forward + backward)
 SIM_FORWARD_SHARE = 1.0 / 3.0
+# micro-batches a rank has receives posted for ahead of the one it computes, and sends it may have
+# in flight: room for a neighbour that is late by a few micro-batches before anyone waits (gloo
+# moves a message only once its receive is posted)
+WINDOW = 4
 
 
 def partition(depth: int, world_size: int) -> list[range]:
@@ -105,9 +111,11 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     torch.manual_seed(cfg.seed)
     model = create_model(cfg, data.input_shape, data.num_classes)
     feat = output_shapes(list(model.blocks), tuple(data.input_shape))  # s_i's shape per component
-    # stages by estimated cost, not count (every rank computes the same estimate on the CPU)
+    # stages by estimated cost, not count (every rank computes the same estimate on the CPU); under
+    # the benchmark's simulated compute every component costs the same, so by count
+    sim_s = float(os.environ.get("ALVIZ_SIM_STAGE_MS", "0")) / 1000.0
     costs = component_costs(model, tuple(data.input_shape), cfg.batch_size)
-    parts = partition_by_cost(costs, K)
+    parts = partition(cfg.depth, K) if sim_s else partition_by_cost(costs, K)
     mine = parts[rank]
     if ctx.is_main:
         model.to(device)
@@ -143,47 +151,50 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
         run.mkdir(parents=True, exist_ok=True)
     meta = run_meta(cfg, data, augment, device)
     meta["parallel"] = {"mode": "pipeline", "world_size": K, "backend": ctx.backend, "micro_batches": micro_batches,
-                        "components": [[i + 1 for i in p] for p in parts], "partition": "cost",
+                        "components": [[i + 1 for i in p] for p in parts],
+                        "partition": "count (ALVIZ_SIM_STAGE_MS: equal simulated costs)" if sim_s else "cost",
                         "component_cost_gflop": [round(c / 1e9, 3) for c in costs],
                         "train_acc": "end-of-epoch model on the training set (a pipeline has no running accuracy)"}
 
     L, n = cfg.depth, len(data.y_train)
     units = micro_batch_plan(n, cfg.batch_size, micro_batches)
+    sizes = [hi - lo for lo, hi, _ in units]
+    weights = [(hi - lo) / _mini_batch_len(lo, n, cfg.batch_size) for lo, hi, _ in units]  # means -> batch mean
     # what component mine[0] receives: the previous component's carry (AL: s and t), flattened, then y
     in_shapes = model.carry_shapes(mine[0] - 1, feat) if rank > 0 else []
     in_dims = [math.prod(sh) for sh in in_shapes]
     d_in = sum(in_dims)
     keys = [k for i in range(L) for k in model.component_loss_keys(i)]
-    key_lo = [sum(len(model.component_loss_keys(j)) for j in range(i)) for i in range(L + 1)]
+    k_lo = sum(len(model.component_loss_keys(j)) for j in range(mine[0]))  # our losses' place among keys
     nk = len(keys)
     x_tr = data.x_train.to(device) if rank == 0 else None
     y_tr = data.y_train.to(device) if rank == 0 else None
     fail = fault_injector(rank)
-    sim_s = float(os.environ.get("ALVIZ_SIM_STAGE_MS", "0")) / 1000.0  # benchmark hook: simulated compute
-    bar = None
-    if progress and ctx.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=(cfg.epochs - start_epoch) * len(units), unit="mb", leave=False, dynamic_ncols=True,
-                   desc=f"{cfg.method} {cfg.arch} pipeline x{K}")
+    bar = progress_bar(ctx, progress, (cfg.epochs - start_epoch) * len(units), "mb",
+                       f"{cfg.method} {cfg.arch} pipeline x{K}")
     t_start = time.perf_counter()
     count = 0
     epoch, u = start_epoch, -1
-    try:
+    with epoch_loop(ctx, run, history, bar, lambda: (epoch, f"micro-batch {u + 1}")):
         for epoch in range(start_epoch, cfg.epochs):
             mult = lr_multiplier(cfg, epoch)
             set_lrs(opt, base_lrs, mult)
             perm = aug_gen = None
             if rank == 0:
                 perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
-            sums = torch.zeros(nk, dtype=torch.float64, device=device)
-            bad = torch.full((nk,), NO_BAD, dtype=torch.long, device=device)
             dist.barrier()
             comm.wait_s = 0.0
             t0 = time.perf_counter()
-            phase = {"recv_wait": 0.0, "pack_send": 0.0, "send_wait": 0.0}  # the rest of the epoch: compute
+            # where the epoch goes besides computing; "simulated": the benchmark's sleeps
+            phase = dict.fromkeys(("recv_wait", "pack_send", "send_wait") + (("simulated",) if sim_s else ()), 0.0)
+            simulate = _SimulatedCompute(phase)
             sends: deque = deque()
-            pending = comm.irecv((units[0][1] - units[0][0], d_in + 1), torch.float32, rank - 1) if rank else None
+            recvs: deque = deque()
+            posted = 0  # micro-batches whose receive is posted: up to WINDOW ahead of the one computed
+            while rank and posted < min(WINDOW, len(units)):
+                recvs.append(comm.irecv((sizes[posted], d_in + 1), torch.float32, rank - 1))
+                posted += 1
+            vecs = []  # each micro-batch's own losses, summed at the end of the epoch
             xb_step = None
             for u, (lo, hi, last) in enumerate(units):
                 if rank == 0:
@@ -196,20 +207,22 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         s = x_tr[perm[lo:hi]]
                     yb = y_tr[perm[lo:hi]]
                     carry = model.initial_carry(s, yb)
+                    ycol = yb.to(torch.float32)[:, None]
                     if last:
                         xb_step = None
                 else:
-                    work, buf = pending
+                    work, buf = recvs.popleft()
                     tw = time.perf_counter()
                     comm.wait(work)
                     phase["recv_wait"] += time.perf_counter() - tw
-                    if u + 1 < len(units):  # receive ahead: the next micro-batch arrives while we compute
-                        nlo, nhi, _ = units[u + 1]
-                        pending = comm.irecv((nhi - nlo, d_in + 1), torch.float32, rank - 1)
+                    if posted < len(units):  # keep WINDOW receives posted ahead
+                        recvs.append(comm.irecv((sizes[posted], d_in + 1), torch.float32, rank - 1))
+                        posted += 1
                     buf = buf.to(device, non_blocking=True)
                     pieces = torch.split(buf[:, :d_in], in_dims, 1)
                     carry = tuple(c.reshape(hi - lo, *sh) for c, sh in zip(pieces, in_shapes))
-                    yb = buf[:, -1].round().long()
+                    ycol = buf[:, d_in:]  # y as float32 (exact), handed on as it came
+                    yb = ycol[:, 0].round().long()
                 local = []
                 with _autocast(device, cfg.amp):
                     for i in mine:
@@ -217,29 +230,23 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                         local += ls
                 sim_unit = sim_s * len(mine) * (hi - lo) / cfg.batch_size
                 if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
-                    time.sleep(sim_unit * SIM_FORWARD_SHARE)
+                    simulate(sim_unit * SIM_FORWARD_SHARE)
                 if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
                     tp = time.perf_counter()
-                    packed = torch.cat([c.detach().flatten(1).float() for c in carry]
-                                       + [yb.to(torch.float32)[:, None]], 1)
+                    packed = torch.cat([c.detach().flatten(1).float() for c in carry] + [ycol], 1)
                     sends.append(comm.isend(packed, rank + 1))
                     tw = time.perf_counter()
                     phase["pack_send"] += tw - tp
-                    while len(sends) > 2:
+                    while len(sends) > WINDOW:
                         comm.wait(sends.popleft()[0])
                     phase["send_wait"] += time.perf_counter() - tw
-                w = (hi - lo) / _mini_batch_len(lo, n, cfg.batch_size)  # micro-batch means -> mini-batch mean
-                (sum(local[1:], local[0]) * w).backward()
+                (sum(local[1:], local[0]) * weights[u]).backward()
                 if sim_unit:  # and two thirds the backward pass and update, after it
-                    time.sleep(sim_unit * (1.0 - SIM_FORWARD_SHARE))
+                    simulate(sim_unit * (1.0 - SIM_FORWARD_SHARE))
                 if last:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-                vec = torch.stack([v.detach() for v in local]).double()
-                lo_k = key_lo[mine[0]]
-                sums[lo_k:lo_k + len(local)] += vec * (hi - lo)
-                seg = bad[lo_k:lo_k + len(local)]
-                bad[lo_k:lo_k + len(local)] = torch.where((seg == NO_BAD) & ~torch.isfinite(vec), u, seg)
+                vecs.append(torch.stack([v.detach() for v in local]))
                 count += 1
                 if fail is not None:
                     fail(count)
@@ -249,6 +256,7 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             while sends:
                 comm.wait(sends.popleft()[0])
             phase["send_wait"] += time.perf_counter() - tw
+            sums, bad = _loss_totals(vecs, sizes, k_lo, nk)
             own_seconds = time.perf_counter() - t0
             busy = torch.zeros(K, dtype=torch.float64)
             busy[rank] = own_seconds - comm.wait_s
@@ -256,16 +264,12 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             wall[rank] = own_seconds
             prof = torch.zeros(len(phase), K, dtype=torch.float64)  # per rank: where its epoch went
             prof[:, rank] = torch.tensor(list(phase.values()), dtype=torch.float64)
-            stats = comm.all_reduce(torch.cat([sums.cpu(), busy, wall, prof.flatten()]))
-            bad_all = comm.all_reduce(bad.cpu(), dist.ReduceOp.MIN)
+            stats = comm.all_reduce(torch.cat([sums, busy, wall, prof.flatten()]))
+            bad_all = comm.all_reduce(bad, dist.ReduceOp.MIN)
             sums_all, busy, wall = stats[:nk], stats[nk:nk + K], stats[nk + K:nk + 2 * K]
             prof = stats[nk + 2 * K:].reshape(len(phase), K)
             train_seconds = float(wall.max())
-            if cfg.on_nan == "stop" and bool((bad_all < NO_BAD).any()):
-                first = int(bad_all.min())
-                which = [k for k, b in zip(keys, bad_all.tolist()) if b == first]
-                raise Diverged(f"loss {', '.join(which)} became NaN/inf at epoch {epoch + 1}, micro-batch {first + 1}; "
-                               f"the last good checkpoint in {run} is kept (lower --lr, or --on-nan continue)")
+            stop_if_diverged(cfg, keys, bad_all, epoch, "micro-batch", run)
             # rank 0 gathers the other ranks' components (weights and optimiser state)
             for r in range(1, K):
                 if ctx.is_main:
@@ -300,15 +304,39 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             _set_lrs(full_opt, cfg, mult)
             save_epoch(run, model, full_opt, cfg, meta, history, bar, log, ev["acc"], train_seconds,
                        f", pipeline x{K}")
-    except BaseException as e:
-        epoch_failure(e, ctx, run, epoch, len(history), lambda: f"micro-batch {u + 1}")
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    if not ctx.is_main:
-        return None
-    return Result.from_history(run, history, time.perf_counter() - t_start)
+    return run_result(ctx, run, history, t_start)
+
+
+class _SimulatedCompute:
+    """The benchmark hook's compute (ALVIZ_SIM_STAGE_MS) as sleeps that add up to what is simulated:
+    a sleep that wakes late (on a loaded machine the scheduler adds milliseconds to each) shortens
+    the next, so an epoch's simulated compute is the simulated amount, not that plus the machine's
+    wake-up latency. The time slept is added to `phase["simulated"]`."""
+
+    def __init__(self, phase: dict):
+        self.phase, self.owed = phase, 0.0
+
+    def __call__(self, seconds: float) -> None:
+        self.owed += seconds
+        if self.owed > 0:
+            t = time.perf_counter()
+            time.sleep(self.owed)
+            slept = time.perf_counter() - t
+            self.owed -= slept
+            self.phase["simulated"] += slept
+
+
+def _loss_totals(vecs: list[torch.Tensor], sizes: list[int], k_lo: int, nk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """From a rank's per-micro-batch loss vectors (its own losses, keys k_lo..): the epoch's loss sums
+    weighted by micro-batch size, and each loss's first non-finite micro-batch (NO_BAD: none), as
+    float64 and long vectors over all `nk` keys (zero and NO_BAD at the other ranks' places), on the CPU."""
+    v = torch.stack(vecs).double().cpu()  # (micro-batches, own losses): one copy from the device an epoch
+    sums = torch.zeros(nk, dtype=torch.float64)
+    sums[k_lo:k_lo + v.shape[1]] = (v * torch.tensor(sizes, dtype=torch.float64)[:, None]).sum(0)
+    nonfinite = ~torch.isfinite(v)
+    bad = torch.full((nk,), NO_BAD, dtype=torch.long)
+    bad[k_lo:k_lo + v.shape[1]] = torch.where(nonfinite.any(0), nonfinite.long().argmax(0), NO_BAD)
+    return sums, bad
 
 
 def _mini_batch_len(lo: int, n: int, bs: int) -> int:
