@@ -19,7 +19,6 @@ drawing primitives (``alviz.plots``).
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..metrics import MEASURES
 from .files import hash_arrays, prune_cache, save_npy_atomic, slug
 from .options import CACHE_VERSION, TSNE_ITER, TSNE_PCA, Options
 from .runs import RunInfo, method_order
+from .tsne import PanelJob
 
 #: figure stems of the dynamics (beside ``options.FIGURES``)
 FIGURES = {
@@ -149,7 +149,7 @@ def strip_layer(infos: list[RunInfo], acts: dict, wanted: str | None) -> str | N
     return blocks[-1][1] if blocks else sorted(names)[0]
 
 
-class StripJob:
+class StripJob(PanelJob):
     """The t-SNE strip: one chain of panels per method (its lowest seed), epochs in order, each
     panel started from the previous one's layout. ``work()`` may run in several threads (each takes
     the next chain); ``result()`` returns a dict (panels {(method, epoch): Y}, labels, ids, rows,
@@ -158,14 +158,9 @@ class StripJob:
     def __init__(self, infos: list[RunInfo], acts: dict, layer: str, opts: Options, cache: Path, log):
         from ..embed import stratified_sample
 
+        super().__init__()
         self.opts, self.log, self.layer = opts, log, layer
-        self.lock = threading.Lock()
         self.panels: dict[tuple, np.ndarray] = {}
-        self.chains: list[tuple] = []
-        self.error: BaseException | None = None
-        self.computed = self.hits = 0
-        self.t0 = time.perf_counter()
-        self.plan = None
         by_method: dict[str, RunInfo] = {}
         for info in sorted(infos, key=lambda i: (method_order(i.method), i.seed)):
             if snapshot_epochs(info):
@@ -203,35 +198,19 @@ class StripJob:
                 chain.append((e, Z))
                 epochs_all.add(e)
             if chain:
-                self.chains.append((info, chain))
-        self.chains.reverse()  # pop() takes them in method order
+                self.todo.append((info, chain))
+        self.todo.reverse()  # pop() takes them in method order
         self.plan = {"labels": labels, "ids": ids, "cols": sorted(epochs_all), "rows": [i.method for i in runs],
                      "runs": {i.method: i.name for i in runs}, "n": int(len(pick)), "layer": layer}
-
-    @property
-    def todo(self) -> bool:
-        return bool(self.chains)
-
-    def cancel(self) -> None:
-        with self.lock:
-            self.chains.clear()
-
-    def work(self) -> None:
-        try:
-            self._work()
-        except BaseException as e:  # re-raised by result(), in the caller's thread
-            with self.lock:
-                self.error = self.error or e
-                self.chains.clear()
 
     def _work(self) -> None:
         from ..embed import tsne
 
         while True:
             with self.lock:
-                if not self.chains:
+                if not self.todo:
                     return
-                info, chain = self.chains.pop()
+                info, chain = self.todo.pop()
             prev = None
             for e, Z in chain:
                 prefix = f"{slug(info.name)}-{slug(self.layer)}-epoch{e:04d}-"

@@ -41,7 +41,37 @@ def blas_share(active: bool):
         yield
 
 
-class TsneJob:
+class PanelJob:
+    """What the report's t-SNE jobs share: a lock, the queue of work items that worker threads pop
+    (``todo``; empty when nothing is left to compute), ``cancel()``, and ``work()``, which keeps the
+    first error of any worker for ``result()`` to re-raise in the caller's thread. Subclasses
+    fill ``todo`` and define ``_work()``."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.todo: list = []
+        self.error: BaseException | None = None
+        self.computed = self.hits = 0
+        self.t0 = time.perf_counter()
+        self.plan = None
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.todo.clear()
+
+    def work(self) -> None:
+        try:
+            self._work()
+        except BaseException as e:  # re-raised by result(), in the caller's thread
+            with self.lock:
+                self.error = self.error or e
+                self.todo.clear()
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+
+class TsneJob(PanelJob):
     """The t-SNE grid of one experiment: rows = methods (the lowest seed present), columns =
     positions on the inference path, the same stratified held-out samples in every panel.
 
@@ -53,15 +83,10 @@ class TsneJob:
     def __init__(self, infos: list[RunInfo], acts: dict, opts: Options, cache: Path, log):
         from ..embed import stratified_sample
 
+        super().__init__()
         self.opts, self.log = opts, log
-        self.lock = threading.Lock()
         self.raw: dict[tuple, np.ndarray] = {}
         self.titles: dict[tuple, str] = {}
-        self.todo: list[tuple] = []
-        self.computed = self.hits = 0
-        self.error: BaseException | None = None
-        self.t0 = time.perf_counter()
-        self.plan = None
         by_method: dict[str, RunInfo] = {}
         for info in sorted(infos, key=lambda i: (method_order(i.method), i.seed)):
             by_method.setdefault(info.method, info)
@@ -165,18 +190,6 @@ class TsneJob:
         if k == self.ref_key:
             self.ref_ready.set()
         return True
-
-    def cancel(self) -> None:
-        with self.lock:
-            self.todo.clear()
-
-    def work(self) -> None:
-        try:
-            self._work()
-        except BaseException as e:  # re-raised by result(), in the caller's thread
-            with self.lock:
-                self.error = self.error or e
-                self.todo.clear()
 
     def _work(self) -> None:
         from ..embed import tsne
