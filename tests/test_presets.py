@@ -190,7 +190,7 @@ def test_rule_presets_and_published_registry(capsys):
     from alviz.published import PUBLISHED, for_preset
 
     r = load_spec("rules-mnist5k")
-    assert r.sweep.methods == ["bp", "al", "al-e2e", "scpl", "dgl"] and r.sweep.seeds == [0, 1, 2]
+    assert r.sweep.methods == ["bp", "bp-authors", "al", "al-e2e", "scpl", "dgl"] and r.sweep.seeds == [0, 1, 2]
     assert (r.config.dataset, r.config.arch, r.sweep.grid) == ("mnist5k", "mlp", {"depth": [4]})
     s = load_spec("cifar10-scpl-vgg").config
     assert (s.lr, s.schedule, s.gamma, s.batch_size, s.epochs, s.temperature) == (1e-3, "cosine", 0.01, 1024, 200, 0.1)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "docs" / "results"))
 
 from layers_table import layer_table, t_interval  # noqa: E402
 
-RULES = ("bp", "al", "al-e2e", "scpl", "dgl")
-LABEL = {"bp": "BP (matched)", "al": "AL", "al-e2e": "al-e2e (AL's losses end to end)", "scpl": "SCPL",
+RULES = ("bp", "bp-authors", "al", "al-e2e", "scpl", "dgl")
+LABEL = {"bp": "BP (matched)", "bp-authors": "BP (the authors': ReLU head, softmax)", "al": "AL", "al-e2e": "al-e2e (AL's losses end to end)", "scpl": "SCPL",
          "dgl": "DGL"}
 SEEDS = (0, 1, 2)
 
