@@ -63,3 +63,37 @@ def layer_table(path: Path, methods, measures, roles=None, layers=None) -> None:
                 continue
             n = next((int(c["n"]) for c in cells if c and "n" in c), 0)
             print(f"| {depth} | {layer} | {m} | " + " | ".join(_fmt(c) if c else "–" for c in cells) + f" | {n} |")
+
+
+def read_values(path: Path) -> dict:
+    """{(method, seed, layer, measure): value} of every run's whole-layer point values."""
+    out = {}
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["stat"] == "value" and not r["class"] and r["seed"] != "all":
+                out[(r["method"], int(r["seed"]), r["layer"], r["measure"])] = float(r["value"])
+    return out
+
+
+def paired_table(path: Path, a: str, b: str, measures, layers, seeds=(0, 1, 2), lower_better=("nc1",)) -> None:
+    """Per layer and measure: a - b paired by seed, its mean, 95 % t-interval and verdict."""
+    v = read_values(path)
+    print(f"| layer | measure | {a} − {b} per seed | mean | 95 % t-interval | verdict |")
+    print("|---|---|---|---|---|---|")
+    for layer in layers:
+        for q in measures:
+            d = [v[(a, s, layer, q)] - v[(b, s, layer, q)] for s in seeds
+                 if (a, s, layer, q) in v and (b, s, layer, q) in v]
+            if not d:
+                continue
+            lo, hi = t_interval(d)
+            if math.isnan(lo):
+                verdict = "one seed"
+            elif lo <= 0 <= hi:
+                verdict = "no difference"
+            else:
+                up = lo > 0
+                verdict = f"{a} {'higher' if up else 'lower'}" + (
+                    f" ({'worse' if up == (q in lower_better) else 'better'})")
+            print(f"| {layer} | {q} | {', '.join(f'{x:+.3f}' for x in d)} | {np.mean(d):+.3f} | "
+                  f"[{lo:+.3f}, {hi:+.3f}] | {verdict} |")

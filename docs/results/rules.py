@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "docs" / "results"))
 
-from layers_table import layer_table, t_interval  # noqa: E402
+from layers_table import layer_table, paired_table, t_interval  # noqa: E402
 
 RULES = ("bp", "bp-authors", "al", "al-e2e", "scpl", "dgl")
 LABEL = {"bp": "BP (matched)", "bp-authors": "BP (the authors': ReLU head, softmax)", "al": "AL", "al-e2e": "al-e2e (AL's losses end to end)", "scpl": "SCPL",
@@ -93,6 +93,9 @@ def main() -> int:
         print()
         layer_table(csv_path, RULES, ("ratio", "fisher_ratio", "nc1", "knn_acc", "probe_acc"),
                     roles=("block",))
+        print()
+        paired_table(csv_path, "al", "al-e2e", ("ratio", "fisher_ratio", "nc1", "probe_acc"),
+                     ["block1", "block2", "block3", "block4", "bridge4", "decoder4", "decoder1"])
     else:
         print(f"\n(no {csv_path}: per-layer measures not analysed)")
     return 0
