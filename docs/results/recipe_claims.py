@@ -75,6 +75,30 @@ def default_job():
     return data
 
 
+def paired(data):
+    """AL minus each BP, paired by seed (same initial encoder weights and data order), per recipe."""
+    sys.path.insert(0, str(OUT))
+    from layers_table import t_interval
+
+    print("\n| recipe | difference | per seed | mean | 95 % t-interval (2 d.f.) | verdict |")
+    print("|---|---|---|---|---|---|")
+    for r in RECIPES:
+        exp = CK / f"default-{r}"
+        for b in ("bp", "bp-authors"):
+            d = []
+            for seed in (0, 1, 2):
+                a, c = final_acc(exp / f"al-seed{seed}"), final_acc(exp / f"{b}-seed{seed}")
+                if a and c:
+                    d.append(a[0] - c[0])
+            if not d:
+                continue
+            lo, hi = t_interval(d)
+            verdict = ("one seed" if np.isnan(lo) else "no difference" if lo <= 0 <= hi
+                       else "AL higher" if lo > 0 else "AL lower")
+            print(f"| {r} | AL − {LABEL[b]} | {', '.join(f'{x:+.3f}' for x in d)} | {np.mean(d):+.4f} | "
+                  f"[{lo:+.4f}, {hi:+.4f}] | {verdict} |")
+
+
 def sigmoid():
     data = {}
     print("\n| recipe | depth | AL | matched BP | authors' BP |")
@@ -167,6 +191,7 @@ def figures(dflt, sig):
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     d = default_job()
+    paired(d)
     s = sigmoid()
     metafeatures()
     figures(d, s)
