@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .plots import (MEASURE_LABELS, _GROUP_LINESTYLES, _GROUP_MARKERS, _ax, _err, _log_y, _mean, _methods, _need, _records, _yerr, method_style)
+from .plots import (MEASURE_LABELS, _GROUP_LINESTYLES, _GROUP_MARKERS, _ax, _err, _log_y, _mean, _methods, _need, _records, _yerr, label_width, method_style)
 
 __all__ = ["training_curves", "al_losses", "exit_accuracy", "epoch_axis", "series_by_epoch", "measure_by_epoch",
            "study"]
@@ -31,13 +31,6 @@ def _histories(histories) -> list[dict]:
         if "history" not in h or "method" not in h:
             raise ValueError("histories need the keys 'method' and 'history' (a list of epoch rows)")
     return hs
-
-
-def _label_width(text: str, prop) -> float:
-    """Width in points of ``text`` set in the font ``prop`` (no renderer needed)."""
-    from matplotlib.textpath import text_to_path
-
-    return text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]
 
 
 def _fitting_epoch_ticks(epochs: list[int] | None = None):
@@ -59,7 +52,7 @@ def _fitting_epoch_ticks(epochs: list[int] | None = None):
             prop = self.axis.get_major_ticks(1)[0].label1.get_fontproperties()
             px = ax.figure.dpi / 72.0
             xs = ax.transData.transform(np.c_[ticks, np.zeros(len(ticks))])[:, 0]
-            half = [_label_width(f"{int(round(t))}", prop) * px / 2 for t in ticks]
+            half = [label_width(f"{int(round(t))}", prop) * px / 2 for t in ticks]
             pad = 0.4 * prop.get_size_in_points() * px
             return lambda i, j: abs(xs[j] - xs[i]) >= half[i] + half[j] + pad
 

@@ -156,31 +156,67 @@ def _methods(keys: Iterable[str]) -> list[str]:
 def _legend_above(ax, **kw) -> None:
     """Legend in one row above the axes, outside the data (never hides a point)."""
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=max(len(labels), 1),
+    ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=_legend_cols(ax, labels),
               frameon=False, borderaxespad=0.2, **kw)
+
+
+def _legend_cols(ax, labels, fig_wide: bool = False) -> int:
+    """As many legend columns as fit in the axes' (or the figure's) width, at least one."""
+    import matplotlib as mpl
+    from matplotlib.font_manager import FontProperties
+
+    if len(labels) <= 1:
+        return 1
+    prop = FontProperties(size=mpl.rcParams["legend.fontsize"])
+    em = prop.get_size_in_points()
+    width = ax.figure.get_figwidth() * 72.0 * (0.95 if fig_wide else 0.9 * ax.get_position().width)
+    # handle, the gap to the text and the spacing between columns, in em (matplotlib's defaults)
+    pad = mpl.rcParams["legend.handlelength"] + mpl.rcParams["legend.handletextpad"] + mpl.rcParams["legend.columnspacing"]
+    need = [label_width(t, prop) + pad * em for t in labels]
+    for n in range(len(labels), 1, -1):
+        rows = [need[i:i + n] for i in range(0, len(need), n)]
+        if max(sum(r) for r in rows) <= width:
+            return n
+    return 1
 
 
 def figure_legend(fig, ax) -> None:
     """One legend for a whole figure, above the panels, from the handles of ``ax``."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), frameon=False)
+        fig.legend(handles, labels, loc="outside upper center", ncols=_legend_cols(ax, labels, fig_wide=True),
+                   frameon=False)
+
+
+def label_width(text: str, prop) -> float:
+    """Width in points of ``text`` set in the font ``prop`` (no renderer needed)."""
+    from matplotlib.textpath import text_to_path
+
+    return text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]
 
 
 def _layer_ticks(ax, names_at: dict[float, dict[str, str]], boundary: float | None,
                  compact: bool | None = None) -> None:
     """x ticks at depths; a tick label stacks the layer names of the methods when they differ
-    (AL's first). ``compact`` (default: more than 6 positions) joins them with "/" on one
-    rotated line instead, for narrow panels and deep models."""
+    (AL's first). ``compact`` (default: more than 6 positions, or names too wide to sit side by side
+    in the axes' width) joins them with "/" on one rotated line instead, for narrow panels and deep
+    models."""
     order = METHOD_ORDER
     xs = sorted(names_at)
     if compact is None:
         compact = len(xs) > 6
-    labels = []
+    stacks = []
     for x in xs:
         names = [n for m, n in sorted(names_at[x].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))]
-        uniq = list(dict.fromkeys(names))
-        labels.append(("/" if compact else "\n").join(uniq))
+        stacks.append(list(dict.fromkeys(names)))
+    if not compact and len(xs) > 1:  # stacked labels that would not fit side by side: rotate instead
+        prop = ax.xaxis.get_major_ticks()[0].label1.get_fontproperties() if ax.xaxis.get_major_ticks() else None
+        if prop is not None:
+            widest = max(label_width(n, prop) for st in stacks for n in st)
+            # the axes' width once the layout has made room for labels: about 85 % of its slot
+            room = 0.85 * ax.get_position().width * ax.figure.get_figwidth() * 72.0 / (len(xs) - 1 + 0.8)
+            compact = widest + 0.4 * prop.get_size_in_points() > room
+    labels = [("/" if compact else "\n").join(st) for st in stacks]
     ax.set_xticks(xs)
     if compact:
         ax.set_xticklabels(labels, rotation=40, ha="right", rotation_mode="anchor")
@@ -281,7 +317,7 @@ def measure_by_layer(records, measure: str = "ratio", *, ax=None, err: str | Non
     notes = [n for n in (direction(measure) if ylabel is None and "lower:" not in label else "",
                          "log scale" if logy else "") if n]
     if notes:
-        label += f" ({', '.join(notes)})"
+        label += f"\n({', '.join(notes)})"
     ax.set_ylabel(label)
     ax.set_xlabel("layer (position along the inference path)")
     ax.grid(axis="y", linewidth=0.4, alpha=0.5)

@@ -337,3 +337,38 @@ def test_dynamics_figures_of_a_depth_4_net_have_readable_epoch_ticks(tmp_path, m
         assert all(ax.get_xlim()[0] < 0 for ax in fig.axes if ax.get_xlabel() == "epoch")
     if os.environ.get("ALVIZ_ARTIFACTS"):  # for a reader: the 9-column figure as the report shows it
         shutil.copy(tmp_path / "fig_dynamics.png", os.environ["ALVIZ_ARTIFACTS"])
+
+
+def test_layer_figure_with_three_methods_keeps_its_legend_and_tick_labels_readable():
+    """A column-wide measure_by_layer of AL, matched BP and the authors' BP at 5 positions: the
+    stacked layer names (decoder2 / head2 next to decoder1 / head3) and a one-row legend ran into each
+    other and off the figure. Tick labels rotate when the stacked names do not fit, the legend takes
+    as many columns as fit, and everything stays inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = {"al": ["block1", "block2", "bridge2", "decoder2", "decoder1"],
+             "bp": ["block1", "block2", "head1", "head2", "head3"],
+             "bp-authors": ["block1", "block2", "head1", "head2", "head3"]}
+    rows = [{"method": m, "seed": s, "layer": n, "depth": d + 1, "measure": "ratio", "value": 1.0 + d + s,
+             "role": "encoder" if d < 2 else "head"}
+            for m, ls in names.items() for d, n in enumerate(ls) for s in (0, 1, 2)]
+    fig = Figure(figsize=(3.35, 2.5), layout="constrained")
+    ax = P.measure_by_layer(rows, "ratio", ax=fig.add_subplot(), reference=1.0)
+    # stacked, the names would run together in this width: one rotated line each (boxes of rotated
+    # text overlap by construction, so the check is the rotation and the spacing of the anchors)
+    assert all(t.get_rotation() == 40 for t in ax.get_xticklabels())
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    inside = fig.bbox.padded(1.0)
+    legend = ax.get_legend().get_window_extent(r)
+    assert inside.x0 <= legend.x0 and legend.x1 <= inside.x1 and legend.y1 <= inside.y1
+    assert all(inside.x0 <= t.get_window_extent(r).x0 and t.get_window_extent(r).x1 <= inside.x1
+               for t in ax.get_xticklabels() if t.get_text())
+    assert ax.get_yaxis().get_label().get_window_extent(r).y1 <= inside.y1
+    # two methods with short stacked names still stack (no needless rotation)
+    fig2 = Figure(figsize=(6.9, 2.5), layout="constrained")
+    ax2 = P.measure_by_layer([r_ for r_ in rows if r_["method"] != "bp-authors"], "ratio", ax=fig2.add_subplot())
+    assert all(t.get_rotation() == 0 for t in ax2.get_xticklabels())
+    assert not _label_overlaps(fig2)[0]
