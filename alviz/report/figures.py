@@ -66,7 +66,8 @@ def experiment_figures(rows, infos, tsne_data, class_names, folder: Path, log) -
                 else "One run per method (no error bars).")
     with matplotlib.rc_context(STYLE):
         if path_rows:
-            fig = new_figure(COLUMN_WIDTH, 2.5)
+            n_methods = len({r["method"] for r in path_rows})
+            fig = new_figure(COLUMN_WIDTH if n_methods <= 3 else TEXT_WIDTH, 2.5)  # room for the legend
             ax = fig.add_subplot()
             plots.measure_by_layer(path_rows, "ratio", ax=ax, reference=1.0)
             figs["fig_ratio"] = {**save_figure(fig, folder, "fig_ratio"), "caption": (
