@@ -30,3 +30,24 @@ def _cli_main(args) -> int:
 def cli_main():
     """`cli_main(args) -> exit status`: the CLI in this process, torch's thread count left as it was."""
     return _cli_main
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium driven by Playwright (tests/browser_util.py says which executable and
+    how it is started), one per test module. Modules using it skip themselves without a browser."""
+    from browser_util import browser_executable, launch
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch(p, browser_executable())
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Where browser tests leave screenshots and PDFs for a reader ($ALVIZ_ARTIFACTS, else a temp folder)."""
+    from browser_util import artifacts_folder
+
+    return artifacts_folder(tmp_path_factory)

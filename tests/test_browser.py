@@ -18,14 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_util import (artifacts_folder, browser_executable, count, launch, open_page, skip_reason, synthetic_thumbs,
+from browser_util import (count, open_page, skip_reason, synthetic_thumbs,
                           synthetic_tsne, write_page)
 
-EXE = browser_executable()
 WHY = skip_reason()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
-if WHY is None:
-    from playwright.sync_api import sync_playwright
 
 N = 200
 
@@ -38,19 +35,6 @@ def data():
 @pytest.fixture(scope="module")
 def page_path(tmp_path_factory, data):
     return write_page(tmp_path_factory.mktemp("page"), data, thumbs=synthetic_thumbs(N, 8, 8, 3))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = launch(p, EXE)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return artifacts_folder(tmp_path_factory)
 
 
 def test_loads_offline_without_errors(browser, page_path, artifacts):

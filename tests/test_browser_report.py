@@ -18,28 +18,12 @@ import zlib
 import numpy as np
 import pytest
 
-from browser_util import artifacts_folder, browser_executable, count, launch, open_page, skip_reason
+from browser_util import count, open_page, skip_reason
 
-EXE = browser_executable()
 WHY = skip_reason()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
-if WHY is None:
-    from playwright.sync_api import sync_playwright
 
 TSNE_POINTS = 120
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = launch(p, EXE)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return artifacts_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
