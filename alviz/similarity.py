@@ -381,7 +381,8 @@ class _GroupStats:
         self.rxy, self.rx, self.ry = np.zeros(G), np.zeros(G), np.zeros(G)
         step = _step(a.d, b.d)
         for s, e in _chunks(a.n, step):
-            xa, xb, gg = a.centred(s, e), b.centred(s, e), g[s:e]
+            xa, gg = a.centred(s, e), g[s:e]
+            xb = xa if b is a else b.centred(s, e)  # a layer with itself (the CKA denominators)
             O = _onehot(gg, G)
             self.sx += O.T @ xa
             self.sy += O.T @ xb
@@ -408,11 +409,17 @@ class _GroupStats:
         T = np.zeros((G, G, G))
         spans = list(_chunks(a.n, c))
         for i, (s, e) in enumerate(spans):
-            xa, xb, Oi = a.centred(s, e), b.centred(s, e), _onehot(g[s:e], G)
+            xa, Oi = a.centred(s, e), _onehot(g[s:e], G)
+            xb = xa if b is a else b.centred(s, e)
             T += np.einsum("ig,ih,ik->ghk", Oi, xa @ self.sx.T, xb @ self.sy.T, optimize=True)
             for s2, e2 in spans[i:]:
-                ya, yb = (xa, xb) if s2 == s else (a.centred(s2, e2), b.centred(s2, e2))
-                B = Oi.T @ ((xa @ ya.T) * (xb @ yb.T)) @ _onehot(g[s2:e2], G)
+                ya = xa if s2 == s else a.centred(s2, e2)
+                K = xa @ ya.T
+                if b is a:  # a layer with itself: L is K
+                    L = K
+                else:
+                    L = xb @ (xb if s2 == s else b.centred(s2, e2)).T
+                B = Oi.T @ (K * L) @ _onehot(g[s2:e2], G)
                 gram += B if s2 == s else B + B.T
         return gram, T
 
