@@ -51,3 +51,16 @@ def artifacts(tmp_path_factory):
     from browser_util import artifacts_folder
 
     return artifacts_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    """A tiny separable 3-class data set (250 x 8) as an `npz:` file, for CLI training runs."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(250) % 3
+    x = (rng.normal(0, 3, (3, 8))[y] + rng.normal(0, 1, (250, 8))).astype(np.float32)
+    p = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(p, x=x, y=y)
+    return p

@@ -21,7 +21,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -40,16 +39,6 @@ def _restore_threads():
     n = torch.get_num_threads()  # --threads 1 sets it for the whole process
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    y = np.arange(250) % 3
-    x = (rng.normal(0, 3, (3, 8))[y] + rng.normal(0, 1, (250, 8))).astype(np.float32)
-    p = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(p, x=x, y=y)
-    return p
 
 
 def train_args(npz, out, *extra):

@@ -233,16 +233,6 @@ def test_resume_with_another_spec_is_refused(run5, tmp_path):
               log=lambda *a: None)
 
 
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    y = np.arange(250) % 3
-    x = (rng.normal(0, 3, (3, 8))[y] + rng.normal(0, 1, (250, 8))).astype(np.float32)
-    p = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(p, x=x, y=y)
-    return p
-
-
 def _args(npz, out, *extra):
     return ["train", "--dataset", f"npz:{npz}", "--method", "al", "--width", "8", "--epochs", "4",
             "--batch-size", "20", "--lr", "0.01", "--device", "cpu", "--quiet", "--threads", "1",
