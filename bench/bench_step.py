@@ -51,9 +51,10 @@ TF_ANCHOR_S = {"mlp": 7.3, "cnn": 20.0}  # the authors' TF code, s per epoch of 
 EPOCH_IMAGES = 4000
 
 
-def _cfg(arch: str, width: int | None, depth: int | None, batch: int, fused: bool = False) -> TrainConfig:
+def _cfg(arch: str, width: int | None, depth: int | None, batch: int, **options) -> TrainConfig:
+    """The case's AL config; `options`: TrainConfig fields set on top (e.g. fused_adam=True)."""
     return resolve_shape_defaults(TrainConfig(method="al", arch=arch, width=width, depth=depth, activation="elu",
-                                              lr=1e-4, batch_size=batch, device="cpu", fused_adam=fused))
+                                              lr=1e-4, batch_size=batch, device="cpu", **options))
 
 
 class _Plain:
@@ -111,6 +112,19 @@ def _alviz_state(model):
             for p in part.parameters()]
 
 
+ALVIZ_WAYS = {"alviz": {}, "alviz_fused": {"fused_adam": True}}  # way -> its TrainConfig options
+
+
+def make_alviz(arch, width, depth, batch, **options):
+    """An AL model of the case (seed 0, in training mode) and the optimiser `alviz train` makes for it;
+    `options`: TrainConfig fields (a way of ALVIZ_WAYS)."""
+    c = _cfg(arch, width, depth, batch, **options)
+    torch.manual_seed(0)
+    m = create_model(c, (1, 28, 28), 10)
+    m.train()
+    return c, m, make_optimizer(m.param_groups(c.lr, c.lr_gh_factor), c, torch.device("cpu"))
+
+
 def _build(arch, width, depth, batch):
     cfg = _cfg(arch, width, depth, batch)
     torch.manual_seed(0)
@@ -118,12 +132,8 @@ def _build(arch, width, depth, batch):
     out = {}
     plain = _Plain(base, cfg.lr)
     out["plain"] = (plain.step, plain.state)
-    for name, fused in (("alviz", False), ("alviz_fused", True)):
-        c = _cfg(arch, width, depth, batch, fused)
-        torch.manual_seed(0)
-        m = create_model(c, (1, 28, 28), 10)
-        m.train()
-        opt = make_optimizer(m.param_groups(c.lr, c.lr_gh_factor), c, torch.device("cpu"))
+    for name, options in ALVIZ_WAYS.items():
+        _, m, opt = make_alviz(arch, width, depth, batch, **options)
         out[name] = (_alviz_step(m, opt), lambda m=m: _alviz_state(m))
     return cfg, out
 
@@ -166,6 +176,7 @@ def bench_case(arch, width, depth, batch, reps, steps_per_rep) -> dict:
 
 
 CASES = ("mlp32", "mlp256", "cnn32", "cnn256")
+MODELS = {"mlp": ("mlp", 1024, 2), "cnn": ("cnn", None, 4)}  # the paper's MNIST MLP and CNN: arch, width, depth
 
 
 def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, cases=CASES, echo=None) -> dict:
@@ -174,8 +185,8 @@ def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, c
     if threads:
         torch.set_num_threads(threads)
     r = reps or 7
-    plan = {"mlp32": ("mlp", 1024, 2, 32, r, 8), "mlp256": ("mlp", 1024, 2, 256, r, 2),
-            "cnn32": ("cnn", None, 4, 32, max(3, r // 2), 3), "cnn256": ("cnn", None, 4, 256, 3, 1)}
+    plan = {"mlp32": (*MODELS["mlp"], 32, r, 8), "mlp256": (*MODELS["mlp"], 256, r, 2),
+            "cnn32": (*MODELS["cnn"], 32, max(3, r // 2), 3), "cnn256": (*MODELS["cnn"], 256, 3, 1)}
     cases = [("mlp", 64, 2, 32, 2, 3)] if quick else [plan[c] for c in cases]
     out = {"quick": quick, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "timer": "process CPU time, interleaved, median over repetitions (range beside it)",

@@ -1,0 +1,175 @@
+"""Issue 19 on one host and in one timing window: alviz's AL epoch against the authors' TensorFlow
+code (bench/tf_anchor.py, run in its own Python environment), interleaved epoch by epoch.
+
+    python bench/bench_anchor.py --tf-python /work/tfvenv/bin/python [--model mlp|cnn]
+        [--threads 1,2] [--batch 32,256] [--reps 3] [--ways tf,alviz,alviz_fused] [--json PATH]
+
+Data: mnist5k's training split as alviz makes it (4,000 images, alviz.data's seeded stratified
+split); alviz trains on it preprocessed as `alviz train` does, in the authors' feed order
+(`shuffle: false`: alviz.data.fixed_order), with `alviz.train.train_epoch`, the loop `alviz train`
+runs; TensorFlow gets the same 4,000 raw images in the same order (tf_anchor.py scales and centres
+them as the authors do). The alviz ways and their models come from bench/bench_step.py (`ALVIZ_WAYS`, `make_alviz`).
+
+One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
+alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread
+count and batch size, one epoch of every way in turn (tf, alviz, alviz_fused, ...); repetition 0 is
+a warm-up. Timings are the wall clock of whole epochs (CPU time beside it); medians and ranges over
+repetitions, and the ratio of each alviz way to TF repetition by repetition. Optional (needs a
+TensorFlow environment); the test suite does not run it. Not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench._common import loadavg, write_json  # noqa: E402
+from bench.bench_step import ALVIZ_WAYS, MODELS, make_alviz  # noqa: E402
+
+from alviz.data import fixed_order, load_dataset, load_raw  # noqa: E402
+from alviz.train import train_epoch  # noqa: E402
+
+
+class TFWorker:
+    """bench/tf_anchor.py --serve in the TensorFlow environment: one epoch per request."""
+
+    def __init__(self, python: str, model: str, threads: int, data: Path):
+        cmd = [python, str(ROOT / "bench" / "tf_anchor.py"), "--serve", "--model", model,
+               "--threads", str(threads), "--data", str(data)]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            raise SystemExit(f"the TensorFlow worker ended (exit {self.p.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def epoch(self, batch: int) -> dict:
+        self.p.stdin.write(f"{batch}\n")
+        self.p.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait()
+
+
+class AlvizWay:
+    """One alviz way (of bench_step.ALVIZ_WAYS) training the case's model on the split."""
+
+    def __init__(self, model: str, options: dict, x, y):
+        _, self.model, self.opt = make_alviz(*MODELS[model], 32, **options)
+        self.x, self.y, self.perm = x, y, fixed_order(y)  # `shuffle: false`: the same order every epoch
+
+    def epoch(self, batch: int) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        st = train_epoch(self.model, self.opt, self.x, self.y, self.perm, batch_size=batch)
+        return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                "images": st.n, "loss": st.sums[-1] / max(st.n, 1)}
+
+
+def _summary(vals: list[float]) -> dict:
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "all": vals}
+
+
+def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps: int, ways: list[str],
+        echo=print) -> dict:
+    data = load_dataset("mnist5k")
+    raw = load_raw("mnist5k")
+    out = {"model": model, "threads": threads, "batches": batches, "reps": reps, "ways": ways,
+           "torch": torch.__version__, "loadavg_start": loadavg(), "start_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+           "timer": "wall clock of whole epochs, interleaved; repetition 0 a warm-up", "rows": []}
+    old = torch.get_num_threads()
+    workers: dict[int, TFWorker] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "mnist5k_train.npz"
+        order = fixed_order(data.y_train).numpy()  # alviz's feed order, the same for TensorFlow
+        np.savez(npz, x=raw.x_train[order], y=raw.y_train[order])
+        try:
+            if "tf" in ways:
+                for t in threads:
+                    workers[t] = TFWorker(tf_python, model, t, npz)
+                out["tf"] = next(iter(workers.values())).info
+            alviz = {w: AlvizWay(model, ALVIZ_WAYS[w], data.x_train, data.y_train) for w in ways if w != "tf"}
+            res = {(t, b, w): [] for t in threads for b in batches for w in ways}
+            for rep in range(reps + 1):
+                for t in threads:
+                    torch.set_num_threads(t)
+                    for b in batches:
+                        for w in ways:
+                            e = workers[t].epoch(b) if w == "tf" else alviz[w].epoch(b)
+                            echo(json.dumps({"rep": rep, "threads": t, "batch": b, "way": w, **e}))
+                            if rep:
+                                res[(t, b, w)].append(e)
+        finally:
+            for wk in workers.values():
+                wk.close()
+            torch.set_num_threads(old)
+    for t in threads:
+        for b in batches:
+            row = {"threads": t, "batch": b}
+            for w in ways:
+                row[w] = {"wall_s": _summary([e["wall_s"] for e in res[(t, b, w)]]),
+                          "cpu_s": _summary([e["cpu_s"] for e in res[(t, b, w)]])}
+                if w != "tf" and "tf" in ways:
+                    row[w]["vs_tf"] = _summary([a["wall_s"] / f["wall_s"] for a, f in zip(res[(t, b, w)], res[(t, b, "tf")])])
+            out["rows"].append(row)
+    out["loadavg_end"] = loadavg()
+    return out
+
+
+def table(res: dict) -> str:
+    ways = res["ways"]
+    lines = [f"{res['model']}: s per epoch of 4,000 images, wall clock, median [range] over {res['reps']} interleaved "
+             f"repetitions (after a warm-up); started {res['start_utc']} UTC, load average {res['loadavg_start']} -> "
+             f"{res['loadavg_end']}; torch {res['torch']}, TF {res.get('tf', {}).get('tensorflow', '-')}", "",
+             "| threads | batch | " + " | ".join(ways) + " | " + " | ".join(f"{w} / tf" for w in ways if w != "tf") + " |",
+             "|---:|---:|" + "---:|" * (2 * len(ways) - 1)]
+    for r in res["rows"]:
+        cells = [f"{r[w]['wall_s']['median']:.2f} [{r[w]['wall_s']['min']:.2f}-{r[w]['wall_s']['max']:.2f}]" for w in ways]
+        ratios = [f"{r[w]['vs_tf']['median']:.2f} [{r[w]['vs_tf']['min']:.2f}-{r[w]['vs_tf']['max']:.2f}]"
+                  for w in ways if w != "tf" and "vs_tf" in r[w]]
+        lines.append(f"| {r['threads']} | {r['batch']} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tf-python", default=os.environ.get("TF_PYTHON", "/work/tfvenv/bin/python"),
+                   help="the Python of an environment with TensorFlow [$TF_PYTHON or /work/tfvenv/bin/python]")
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--batch", default="32,256")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up [3]")
+    p.add_argument("--ways", default="tf," + ",".join(ALVIZ_WAYS), help="comma-separated: tf and bench_step's ALVIZ_WAYS")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    ways = [w.strip() for w in a.ways.split(",") if w.strip()]
+    bad = [w for w in ways if w != "tf" and w not in ALVIZ_WAYS]
+    if bad or not ways:
+        p.error(f"--ways: allowed: tf, {', '.join(ALVIZ_WAYS)}; received {a.ways!r}")
+    res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways)
+    print(table(res))
+    write_json(a.json, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
