@@ -13,7 +13,8 @@ them as the authors do). The alviz ways and their models come from bench/bench_s
 One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
 alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread
 count and batch size, one epoch of every way in turn (tf, alviz, alviz_fused, ...); repetition 0 is
-a warm-up. Timings are the wall clock of whole epochs (CPU time beside it); medians and ranges over
+a warm-up. `--steps N` times only the first N batches of each epoch and scales them to a whole
+epoch's steps (for the CNN, whose whole epochs would not fit a timing window). Timings are the wall clock of whole epochs (CPU time beside it); medians and ranges over
 repetitions, and the ratio of each alviz way to TF repetition by repetition. Optional (needs a
 TensorFlow environment); the test suite does not run it. Not a test: nothing here asserts.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -57,8 +59,8 @@ class TFWorker:
             raise SystemExit(f"the TensorFlow worker ended (exit {self.p.wait()}); see its stderr above")
         return json.loads(line)
 
-    def epoch(self, batch: int) -> dict:
-        self.p.stdin.write(f"{batch}\n")
+    def epoch(self, batch: int, steps: int = 0) -> dict:
+        self.p.stdin.write(f"{batch} {steps or -1}\n")
         self.p.stdin.flush()
         return self._read()
 
@@ -74,9 +76,10 @@ class AlvizWay:
         _, self.model, self.opt = make_alviz(*MODELS[model], 32, **options)
         self.x, self.y, self.perm = x, y, fixed_order(y)  # `shuffle: false`: the same order every epoch
 
-    def epoch(self, batch: int) -> dict:
+    def epoch(self, batch: int, steps: int = 0) -> dict:
+        perm = self.perm[:steps * batch] if steps else self.perm
         t0, c0 = time.perf_counter(), time.process_time()
-        st = train_epoch(self.model, self.opt, self.x, self.y, self.perm, batch_size=batch)
+        st = train_epoch(self.model, self.opt, self.x, self.y, perm, batch_size=batch)
         return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
                 "images": st.n, "loss": st.sums[-1] / max(st.n, 1)}
 
@@ -86,10 +89,11 @@ def _summary(vals: list[float]) -> dict:
 
 
 def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps: int, ways: list[str],
-        echo=print) -> dict:
+        steps: int = 0, echo=print) -> dict:
+    """`steps` > 0: time the first `steps` batches of each epoch only and scale to a whole epoch."""
     data = load_dataset("mnist5k")
     raw = load_raw("mnist5k")
-    out = {"model": model, "threads": threads, "batches": batches, "reps": reps, "ways": ways,
+    out = {"model": model, "threads": threads, "batches": batches, "reps": reps, "ways": ways, "steps": steps,
            "torch": torch.__version__, "loadavg_start": loadavg(), "start_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
            "timer": "wall clock of whole epochs, interleaved; repetition 0 a warm-up", "rows": []}
     old = torch.get_num_threads()
@@ -110,7 +114,11 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
                     torch.set_num_threads(t)
                     for b in batches:
                         for w in ways:
-                            e = workers[t].epoch(b) if w == "tf" else alviz[w].epoch(b)
+                            e = workers[t].epoch(b, steps) if w == "tf" else alviz[w].epoch(b, steps)
+                            if steps:  # scaled to the steps of a whole epoch
+                                scale = math.ceil(len(data.y_train) / b) / steps
+                                e = {**e, "measured_wall_s": e["wall_s"], "wall_s": e["wall_s"] * scale,
+                                     "cpu_s": e["cpu_s"] * scale}
                             echo(json.dumps({"rep": rep, "threads": t, "batch": b, "way": w, **e}))
                             if rep:
                                 res[(t, b, w)].append(e)
@@ -133,7 +141,8 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
 
 def table(res: dict) -> str:
     ways = res["ways"]
-    lines = [f"{res['model']}: s per epoch of 4,000 images, wall clock, median [range] over {res['reps']} interleaved "
+    part = f" (the first {res['steps']} steps of each, scaled)" if res.get("steps") else ""
+    lines = [f"{res['model']}: s per epoch of 4,000 images{part}, wall clock, median [range] over {res['reps']} interleaved "
              f"repetitions (after a warm-up); started {res['start_utc']} UTC, load average {res['loadavg_start']} -> "
              f"{res['loadavg_end']}; torch {res['torch']}, TF {res.get('tf', {}).get('tensorflow', '-')}", "",
              "| threads | batch | " + " | ".join(ways) + " | " + " | ".join(f"{w} / tf" for w in ways if w != "tf") + " |",
@@ -159,13 +168,15 @@ def main(argv=None) -> int:
     p.add_argument("--batch", default="32,256")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up [3]")
     p.add_argument("--ways", default="tf," + ",".join(ALVIZ_WAYS), help="comma-separated: tf and bench_step's ALVIZ_WAYS")
+    p.add_argument("--steps", type=int, default=0,
+                   help="time only the first N steps of each epoch, scaled to a whole epoch (0: whole epochs) [0]")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     ways = [w.strip() for w in a.ways.split(",") if w.strip()]
     bad = [w for w in ways if w != "tf" and w not in ALVIZ_WAYS]
     if bad or not ways:
         p.error(f"--ways: allowed: tf, {', '.join(ALVIZ_WAYS)}; received {a.ways!r}")
-    res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways)
+    res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways, a.steps)
     print(table(res))
     write_json(a.json, res)
     return 0

