@@ -13,10 +13,11 @@ them as the authors do). The alviz ways and their models come from bench/bench_s
 One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
 alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread
 count and batch size, one epoch of every way in turn (tf, alviz, alviz_fused, ...); repetition 0 is
-a warm-up. `--steps N` times only the first N batches of each epoch and scales them to a whole
-epoch's steps (for the CNN, whose whole epochs would not fit a timing window). Timings are the wall clock of whole epochs (CPU time beside it); medians and ranges over
-repetitions, and the ratio of each alviz way to TF repetition by repetition. Optional (needs a
-TensorFlow environment); the test suite does not run it. Not a test: nothing here asserts.
+a warm-up. `--images N` times only the batches of each epoch's first N images and scales them to
+the whole epoch's steps (for the CNN, whose whole epochs would not fit a timing window). Timings
+are the wall clock of epochs (CPU time beside it); medians and ranges over repetitions, and the
+ratio of each alviz way to TF repetition by repetition. Optional (needs a TensorFlow environment);
+the test suite does not run it. Not a test: nothing here asserts.
 """
 from __future__ import annotations
 
@@ -89,11 +90,12 @@ def _summary(vals: list[float]) -> dict:
 
 
 def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps: int, ways: list[str],
-        steps: int = 0, echo=print) -> dict:
-    """`steps` > 0: time the first `steps` batches of each epoch only and scale to a whole epoch."""
+        images: int = 0, echo=print) -> dict:
+    """`images` > 0: time only the batches holding the first `images` images of each epoch and scale
+    the times by the epoch's steps over those steps."""
     data = load_dataset("mnist5k")
     raw = load_raw("mnist5k")
-    out = {"model": model, "threads": threads, "batches": batches, "reps": reps, "ways": ways, "steps": steps,
+    out = {"model": model, "threads": threads, "batches": batches, "reps": reps, "ways": ways, "images": images,
            "torch": torch.__version__, "loadavg_start": loadavg(), "start_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
            "timer": "wall clock of whole epochs, interleaved; repetition 0 a warm-up", "rows": []}
     old = torch.get_num_threads()
@@ -114,9 +116,11 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
                     torch.set_num_threads(t)
                     for b in batches:
                         for w in ways:
+                            n_ep = math.ceil(len(data.y_train) / b)
+                            steps = min(n_ep, math.ceil(images / b)) if images else 0
                             e = workers[t].epoch(b, steps) if w == "tf" else alviz[w].epoch(b, steps)
                             if steps:  # scaled to the steps of a whole epoch
-                                scale = math.ceil(len(data.y_train) / b) / steps
+                                scale = n_ep / steps
                                 e = {**e, "measured_wall_s": e["wall_s"], "wall_s": e["wall_s"] * scale,
                                      "cpu_s": e["cpu_s"] * scale}
                             echo(json.dumps({"rep": rep, "threads": t, "batch": b, "way": w, **e}))
@@ -141,7 +145,7 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
 
 def table(res: dict) -> str:
     ways = res["ways"]
-    part = f" (the first {res['steps']} steps of each, scaled)" if res.get("steps") else ""
+    part = f" (the batches of its first {res['images']} images, scaled)" if res.get("images") else ""
     lines = [f"{res['model']}: s per epoch of 4,000 images{part}, wall clock, median [range] over {res['reps']} interleaved "
              f"repetitions (after a warm-up); started {res['start_utc']} UTC, load average {res['loadavg_start']} -> "
              f"{res['loadavg_end']}; torch {res['torch']}, TF {res.get('tf', {}).get('tensorflow', '-')}", "",
@@ -168,15 +172,16 @@ def main(argv=None) -> int:
     p.add_argument("--batch", default="32,256")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up [3]")
     p.add_argument("--ways", default="tf," + ",".join(ALVIZ_WAYS), help="comma-separated: tf and bench_step's ALVIZ_WAYS")
-    p.add_argument("--steps", type=int, default=0,
-                   help="time only the first N steps of each epoch, scaled to a whole epoch (0: whole epochs) [0]")
+    p.add_argument("--images", type=int, default=0,
+                   help="time only the batches of the first N images of each epoch, scaled to a whole epoch "
+                        "(0: whole epochs) [0]")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     ways = [w.strip() for w in a.ways.split(",") if w.strip()]
     bad = [w for w in ways if w != "tf" and w not in ALVIZ_WAYS]
     if bad or not ways:
         p.error(f"--ways: allowed: tf, {', '.join(ALVIZ_WAYS)}; received {a.ways!r}")
-    res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways, a.steps)
+    res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways, a.images)
     print(table(res))
     write_json(a.json, res)
     return 0
