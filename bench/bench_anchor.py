@@ -12,7 +12,7 @@ them as the authors do). The alviz ways and their models come from bench/bench_s
 
 One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
 alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread
-count and batch size, one epoch of every way in turn (tf, alviz, alviz_fused, ...); repetition 0 is
+count and batch size, one epoch of every way in turn (tf, [tf_onednn,] alviz, alviz_fused, ...); repetition 0 is
 a warm-up. `--images N` times only the batches of each epoch's first N images and scales them to
 the whole epoch's steps (for the CNN, whose whole epochs would not fit a timing window). Timings
 are the wall clock of epochs (CPU time beside it); medians and ranges over repetitions, and the
@@ -45,13 +45,19 @@ from alviz.data import fixed_order, load_dataset, load_raw  # noqa: E402
 from alviz.train import train_epoch  # noqa: E402
 
 
+# TensorFlow's ways: "tf" as installed (on a CPU without AVX-512, such as this VM's, TF 2.21 leaves its
+# oneDNN kernels off and multiplies with Eigen), "tf_onednn" with oneDNN forced on
+TF_WAYS = {"tf": {}, "tf_onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"}}
+
+
 class TFWorker:
     """bench/tf_anchor.py --serve in the TensorFlow environment: one epoch per request."""
 
-    def __init__(self, python: str, model: str, threads: int, data: Path):
+    def __init__(self, python: str, model: str, threads: int, data: Path, env: dict | None = None):
         cmd = [python, str(ROOT / "bench" / "tf_anchor.py"), "--serve", "--model", model,
                "--threads", str(threads), "--data", str(data)]
-        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, **(env or {})})
         self.info = self._read()
 
     def _read(self) -> dict:
@@ -99,17 +105,18 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
            "torch": torch.__version__, "loadavg_start": loadavg(), "start_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
            "timer": "wall clock of whole epochs, interleaved; repetition 0 a warm-up", "rows": []}
     old = torch.get_num_threads()
-    workers: dict[int, TFWorker] = {}
+    workers: dict[tuple[str, int], TFWorker] = {}
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "mnist5k_train.npz"
         order = fixed_order(data.y_train).numpy()  # alviz's feed order, the same for TensorFlow
         np.savez(npz, x=raw.x_train[order], y=raw.y_train[order])
         try:
-            if "tf" in ways:
-                for t in threads:
-                    workers[t] = TFWorker(tf_python, model, t, npz)
-                out["tf"] = next(iter(workers.values())).info
-            alviz = {w: AlvizWay(model, ALVIZ_WAYS[w], data.x_train, data.y_train) for w in ways if w != "tf"}
+            for w in ways:
+                if w in TF_WAYS:
+                    for t in threads:
+                        workers[(w, t)] = TFWorker(tf_python, model, t, npz, TF_WAYS[w])
+                    out[w] = workers[(w, threads[0])].info
+            alviz = {w: AlvizWay(model, ALVIZ_WAYS[w], data.x_train, data.y_train) for w in ways if w in ALVIZ_WAYS}
             res = {(t, b, w): [] for t in threads for b in batches for w in ways}
             for rep in range(reps + 1):
                 for t in threads:
@@ -118,7 +125,7 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
                         for w in ways:
                             n_ep = math.ceil(len(data.y_train) / b)
                             steps = min(n_ep, math.ceil(images / b)) if images else 0
-                            e = workers[t].epoch(b, steps) if w == "tf" else alviz[w].epoch(b, steps)
+                            e = workers[(w, t)].epoch(b, steps) if w in TF_WAYS else alviz[w].epoch(b, steps)
                             if steps:  # scaled to the steps of a whole epoch
                                 scale = n_ep / steps
                                 e = {**e, "measured_wall_s": e["wall_s"], "wall_s": e["wall_s"] * scale,
@@ -136,8 +143,10 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
             for w in ways:
                 row[w] = {"wall_s": _summary([e["wall_s"] for e in res[(t, b, w)]]),
                           "cpu_s": _summary([e["cpu_s"] for e in res[(t, b, w)]])}
-                if w != "tf" and "tf" in ways:
-                    row[w]["vs_tf"] = _summary([a["wall_s"] / f["wall_s"] for a, f in zip(res[(t, b, w)], res[(t, b, "tf")])])
+                for tw in TF_WAYS:
+                    if w not in TF_WAYS and tw in ways:
+                        row[w][f"vs_{tw}"] = _summary([a["wall_s"] / f["wall_s"]
+                                                       for a, f in zip(res[(t, b, w)], res[(t, b, tw)])])
             out["rows"].append(row)
     out["loadavg_end"] = loadavg()
     return out
@@ -149,12 +158,14 @@ def table(res: dict) -> str:
     lines = [f"{res['model']}: s per epoch of 4,000 images{part}, wall clock, median [range] over {res['reps']} interleaved "
              f"repetitions (after a warm-up); started {res['start_utc']} UTC, load average {res['loadavg_start']} -> "
              f"{res['loadavg_end']}; torch {res['torch']}, TF {res.get('tf', {}).get('tensorflow', '-')}", "",
-             "| threads | batch | " + " | ".join(ways) + " | " + " | ".join(f"{w} / tf" for w in ways if w != "tf") + " |",
-             "|---:|---:|" + "---:|" * (2 * len(ways) - 1)]
+             ]
+    pairs = [(w, tw) for tw in TF_WAYS if tw in ways for w in ways if w not in TF_WAYS]
+    lines += ["| threads | batch | " + " | ".join(ways + [f"{w} / {tw}" for w, tw in pairs]) + " |",
+              "|---:|---:|" + "---:|" * (len(ways) + len(pairs))]
     for r in res["rows"]:
         cells = [f"{r[w]['wall_s']['median']:.2f} [{r[w]['wall_s']['min']:.2f}-{r[w]['wall_s']['max']:.2f}]" for w in ways]
-        ratios = [f"{r[w]['vs_tf']['median']:.2f} [{r[w]['vs_tf']['min']:.2f}-{r[w]['vs_tf']['max']:.2f}]"
-                  for w in ways if w != "tf" and "vs_tf" in r[w]]
+        ratios = [f"{r[w]['vs_' + tw]['median']:.2f} [{r[w]['vs_' + tw]['min']:.2f}-{r[w]['vs_' + tw]['max']:.2f}]"
+                  for w, tw in pairs]
         lines.append(f"| {r['threads']} | {r['batch']} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
@@ -171,16 +182,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--batch", default="32,256")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up [3]")
-    p.add_argument("--ways", default="tf," + ",".join(ALVIZ_WAYS), help="comma-separated: tf and bench_step's ALVIZ_WAYS")
+    p.add_argument("--ways", default="tf," + ",".join(ALVIZ_WAYS),
+                   help=f"comma-separated, of {', '.join([*TF_WAYS, *ALVIZ_WAYS])} [tf and alviz's]")
     p.add_argument("--images", type=int, default=0,
                    help="time only the batches of the first N images of each epoch, scaled to a whole epoch "
                         "(0: whole epochs) [0]")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     ways = [w.strip() for w in a.ways.split(",") if w.strip()]
-    bad = [w for w in ways if w != "tf" and w not in ALVIZ_WAYS]
+    bad = [w for w in ways if w not in TF_WAYS and w not in ALVIZ_WAYS]
     if bad or not ways:
-        p.error(f"--ways: allowed: tf, {', '.join(ALVIZ_WAYS)}; received {a.ways!r}")
+        p.error(f"--ways: allowed: {', '.join([*TF_WAYS, *ALVIZ_WAYS])}; received {a.ways!r}")
     res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways, a.images)
     print(table(res))
     write_json(a.json, res)
