@@ -13,6 +13,9 @@ Three ways to take the same step (forward, local losses, backward, Adam update) 
   reference's weights to the bit): what `alviz train` runs by default.
 - `alviz_fused`: the same with `fused_adam: true` (torch's fused CPU Adam: one pass per tensor; it
   rounds differently, so it is an opt-in).
+- `alviz_onednn`: `fused_adam: true` and `onednn_linear: true` (the Linear products through torch's
+  oneDNN instead of MKL, alviz.onednn; another opt-in: its largest weight difference from
+  `alviz_fused` after one step from the same weights is recorded as `onednn_vs_fused_max_weight_diff`).
 
 Before timing, one step of `plain` and `alviz` from the same weights and batch is checked to give the
 same loss and the same weights (recorded as `same_step`). Timings are CPU time of this process,
@@ -45,7 +48,7 @@ from bench._common import write_json  # noqa: E402
 
 from alviz.config import TrainConfig  # noqa: E402
 from alviz.models import create_model, resolve_shape_defaults  # noqa: E402
-from alviz.train import make_optimizer  # noqa: E402
+from alviz.train import cpu_kernels, make_optimizer  # noqa: E402
 
 TF_ANCHOR_S = {"mlp": 7.3, "cnn": 20.0}  # the authors' TF code, s per epoch of 4,000 images, batch 32, 2 threads
 EPOCH_IMAGES = 4000
@@ -112,7 +115,9 @@ def _alviz_state(model):
             for p in part.parameters()]
 
 
-ALVIZ_WAYS = {"alviz": {}, "alviz_fused": {"fused_adam": True}}  # way -> its TrainConfig options
+# way -> its TrainConfig options; "alviz_onednn": fused Adam and the Linear products through oneDNN
+ALVIZ_WAYS = {"alviz": {}, "alviz_fused": {"fused_adam": True},
+              "alviz_onednn": {"fused_adam": True, "onednn_linear": True}}
 
 
 def make_alviz(arch, width, depth, batch, **options):
@@ -120,7 +125,7 @@ def make_alviz(arch, width, depth, batch, **options):
     `options`: TrainConfig fields (a way of ALVIZ_WAYS)."""
     c = _cfg(arch, width, depth, batch, **options)
     torch.manual_seed(0)
-    m = create_model(c, (1, 28, 28), 10)
+    m = cpu_kernels(create_model(c, (1, 28, 28), 10), c, torch.device("cpu"))
     m.train()
     return c, m, make_optimizer(m.param_groups(c.lr, c.lr_gh_factor), c, torch.device("cpu"))
 
@@ -147,9 +152,13 @@ def bench_case(arch, width, depth, batch, reps, steps_per_rep) -> dict:
     # correctness: one step of plain and alviz from the same weights on the same batch
     l_plain = fns["plain"][0](xs[0], ys[0])
     l_alviz = fns["alviz"][0](xs[0], ys[0])
-    fns["alviz_fused"][0](xs[0], ys[0])
+    for name in ALVIZ_WAYS:
+        if name != "alviz":
+            fns[name][0](xs[0], ys[0])
     same_loss = bool(torch.equal(l_plain.detach(), l_alviz.detach()))
     same_weights = all(torch.equal(a, b) for a, b in zip(fns["plain"][1](), fns["alviz"][1]()))
+    # oneDNN's products against MKL's, both with fused Adam: the largest weight difference after the step
+    onednn_diff = max(float((a - b).abs().max()) for a, b in zip(fns["alviz_onednn"][1](), fns["alviz_fused"][1]()))
     times = {k: [] for k in fns}
     k_step = 1
     for rep in range(reps + 1):  # repetition 0 is a warm-up
@@ -164,12 +173,13 @@ def bench_case(arch, width, depth, batch, reps, steps_per_rep) -> dict:
     steps_epoch = math.ceil(EPOCH_IMAGES / batch)
     row = {"arch": arch, "width": cfg.width, "depth": cfg.depth, "batch": batch, "reps": reps,
            "steps_per_rep": steps_per_rep, "same_step": {"loss": same_loss, "weights": same_weights},
+           "onednn_vs_fused_max_weight_diff": onednn_diff,
            "params": sum(t.numel() for t in fns["alviz"][1]())}
     for name, ts in times.items():
         med = statistics.median(ts)
         row[name] = {"step_cpu_s": med, "min_s": min(ts), "max_s": max(ts), "all_s": ts,
                      "epoch_s": med * steps_epoch}
-    for name in ("alviz", "alviz_fused"):
+    for name in ALVIZ_WAYS:
         ratios = [a / p for a, p in zip(times[name], times["plain"])]
         row[f"{name}_vs_plain"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     return row
@@ -209,11 +219,12 @@ def table(res: dict) -> str:
              f"steps of {res['epoch_images']} images. Load average {res['loadavg_start'][0]:.1f} at the start, "
              f"{res['loadavg_end'][0]:.1f} at the end.", "",
              "| model | batch | same step (loss, weights) | plain ms | alviz ms | alviz / plain | alviz fused-Adam ms "
-             "| fused / plain | epoch s: plain, alviz, fused | authors' TF s/epoch (b32, 2 threads, idle; quoted) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+             "| fused / plain | fused + oneDNN ms | oneDNN / plain | epoch s: plain, alviz, fused, oneDNN "
+             "| authors' TF s/epoch (b32, 2 threads; the issue's figure from another host) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in res["cases"]:
-        p, a, f = r["plain"], r["alviz"], r["alviz_fused"]
-        ra, rf = r["alviz_vs_plain"], r["alviz_fused_vs_plain"]
+        p, a, f, o = r["plain"], r["alviz"], r["alviz_fused"], r["alviz_onednn"]
+        ra, rf, ro = r["alviz_vs_plain"], r["alviz_fused_vs_plain"], r["alviz_onednn_vs_plain"]
         tf = res["tf_anchor_s_per_epoch"].get(r["arch"]) if r["batch"] == 32 and r["width"] in (1024, 256) else None
         lines.append(
             f"| {r['arch']} n={r['width']} depth {r['depth']} | {r['batch']} | "
@@ -223,7 +234,9 @@ def table(res: dict) -> str:
             f"{ra['median']:.2f} [{ra['min']:.2f}-{ra['max']:.2f}] | "
             f"{f['step_cpu_s'] * 1e3:.1f} [{f['min_s'] * 1e3:.0f}-{f['max_s'] * 1e3:.0f}] | "
             f"{rf['median']:.2f} [{rf['min']:.2f}-{rf['max']:.2f}] | "
-            f"{p['epoch_s']:.1f}, {a['epoch_s']:.1f}, {f['epoch_s']:.1f} | {tf if tf else '-'} |")
+            f"{o['step_cpu_s'] * 1e3:.1f} [{o['min_s'] * 1e3:.0f}-{o['max_s'] * 1e3:.0f}] | "
+            f"{ro['median']:.2f} [{ro['min']:.2f}-{ro['max']:.2f}] | "
+            f"{p['epoch_s']:.1f}, {a['epoch_s']:.1f}, {f['epoch_s']:.1f}, {o['epoch_s']:.1f} | {tf if tf else '-'} |")
     return "\n".join(lines)
 
 
