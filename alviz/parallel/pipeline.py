@@ -36,6 +36,7 @@ from .cost import component_costs, partition_by_cost
 from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_loop, fault_injector, init_distributed,
                     is_comm_error, lost_contact, nonfinite_column, progress_bar, run_result, start_run,
                     stop_if_diverged)
+from .profile import EpochProfile
 
 
 # benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
@@ -184,10 +185,9 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                 perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
             dist.barrier()
             comm.wait_s = 0.0
-            t0 = time.perf_counter()
-            # where the epoch goes besides computing; "simulated": the benchmark's sleeps
-            phase = dict.fromkeys(("recv_wait", "pack_send", "send_wait") + (("simulated",) if sim_s else ()), 0.0)
-            simulate = _SimulatedCompute(phase)
+            profile = EpochProfile(simulated=bool(sim_s))  # where the epoch goes besides computing
+            phase, simulate = profile.phase, profile.simulate
+            profile.start()
             sends: deque = deque()
             recvs: deque = deque()
             posted = 0  # micro-batches whose receive is posted: up to WINDOW ahead of the one computed
@@ -257,18 +257,16 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                 comm.wait(sends.popleft()[0])
             phase["send_wait"] += time.perf_counter() - tw
             sums, bad = _loss_totals(vecs, sizes, k_lo, nk)
-            own_seconds = time.perf_counter() - t0
+            mine_prof = profile.vector()  # [wall, CPU main, CPU other threads, *phases]
             busy = torch.zeros(K, dtype=torch.float64)
-            busy[rank] = own_seconds - comm.wait_s
-            wall = torch.zeros(K, dtype=torch.float64)
-            wall[rank] = own_seconds
-            prof = torch.zeros(len(phase), K, dtype=torch.float64)  # per rank: where its epoch went
-            prof[:, rank] = torch.tensor(list(phase.values()), dtype=torch.float64)
-            stats = comm.all_reduce(torch.cat([sums, busy, wall, prof.flatten()]))
+            busy[rank] = mine_prof[0] - comm.wait_s
+            prof = torch.zeros(K, len(mine_prof), dtype=torch.float64)  # per rank: where its epoch went
+            prof[rank] = mine_prof
+            stats = comm.all_reduce(torch.cat([sums, busy, prof.flatten()]))
             bad_all = comm.all_reduce(bad, dist.ReduceOp.MIN)
-            sums_all, busy, wall = stats[:nk], stats[nk:nk + K], stats[nk + K:nk + 2 * K]
-            prof = stats[nk + 2 * K:].reshape(len(phase), K)
-            train_seconds = float(wall.max())
+            sums_all, busy = stats[:nk], stats[nk:nk + K]
+            prof = stats[nk + K:].reshape(K, len(mine_prof))
+            train_seconds = float(prof[:, 0].max())
             stop_if_diverged(cfg, keys, bad_all, epoch, "micro-batch", run)
             # rank 0 gathers the other ranks' components (weights and optimiser state)
             for r in range(1, K):
@@ -295,35 +293,13 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             nonfinite_column(row, keys, bad_all)
             for r in range(K):
                 row[f"busy_seconds_rank{r}"] = float(busy[r])
-            for r in range(K):  # the per-rank profile: compute (the rest), packing + posting sends, waits
-                for j, name in enumerate(phase):
-                    row[f"rank{r}_{name}_s"] = float(prof[j, r])
-                row[f"rank{r}_compute_s"] = float(wall[r] - prof[:, r].sum())
+            row.update(EpochProfile.columns(prof, profile.names))  # compute, CPU, packing + posting sends, waits
             row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
             history.append(row)
             _set_lrs(full_opt, cfg, mult)
             save_epoch(run, model, full_opt, cfg, meta, history, bar, log, ev["acc"], train_seconds,
                        f", pipeline x{K}")
     return run_result(ctx, run, history, t_start)
-
-
-class _SimulatedCompute:
-    """The benchmark hook's compute (ALVIZ_SIM_STAGE_MS) as sleeps that add up to what is simulated:
-    a sleep that wakes late (on a loaded machine the scheduler adds milliseconds to each) shortens
-    the next, so an epoch's simulated compute is the simulated amount, not that plus the machine's
-    wake-up latency. The time slept is added to `phase["simulated"]`."""
-
-    def __init__(self, phase: dict):
-        self.phase, self.owed = phase, 0.0
-
-    def __call__(self, seconds: float) -> None:
-        self.owed += seconds
-        if self.owed > 0:
-            t = time.perf_counter()
-            time.sleep(self.owed)
-            slept = time.perf_counter() - t
-            self.owed -= slept
-            self.phase["simulated"] += slept
 
 
 def _loss_totals(vecs: list[torch.Tensor], sizes: list[int], k_lo: int, nk: int) -> tuple[torch.Tensor, torch.Tensor]:
