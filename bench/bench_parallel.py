@@ -61,6 +61,8 @@ if str(ROOT) not in sys.path:
 
 from alviz.cli import main as cli_main  # noqa: E402
 from alviz.parallel import launch_local  # noqa: E402
+from alviz.parallel.pipeline import SIM_FORWARD_SHARE  # noqa: E402
+from alviz.parallel.schedule import fill_bubble, ideal_speedup  # noqa: E402
 
 
 def _load():
@@ -159,9 +161,6 @@ def _pair(method, depth, mode, single1, single2, par) -> dict:
             "speedup_vs_1thread": single1["epoch_seconds"] / par["epoch_seconds"], "bubble": par.get("bubble")}
 
 
-SIM_FORWARD_SHARE = 1.0 / 3.0  # alviz.parallel.pipeline.SIM_FORWARD_SHARE
-
-
 def scaling(quick: bool, launcher: str, root: Path, micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
     depth = 4 if quick else 8
     epochs = 1 if quick else 2
@@ -181,18 +180,21 @@ def scaling(quick: bool, launcher: str, root: Path, micro=(1, 4, 8), stage_ms: f
                 t1 = per_epoch
             units = n_batches * m
             # ideal: U units of T each per rank, plus the fill: the last rank starts after K-1 forward passes
-            fill = (k - 1) * SIM_FORWARD_SHARE
+            ideal = ideal_speedup(k, units, SIM_FORWARD_SHARE)
+            mp = _mean_profile(r.get("profile"), k)
             rows.append({"ranks": k, "micro_batches": m, "epoch_seconds": per_epoch,
                          "simulated_compute_per_epoch": n_batches * depth * stage_ms / 1000,
-                         "speedup": t1 / per_epoch, "ideal_speedup": k * units / (units + fill),
-                         "of_ideal": (t1 / per_epoch) / (k * units / (units + fill)), "of_k": (t1 / per_epoch) / k,
-                         "bubble": r.get("bubble", 0.0), "ideal_bubble": fill / (units + fill),
-                         "profile": r.get("profile"), "mean_profile": _mean_profile(r.get("profile"), k)})
+                         "speedup": t1 / per_epoch, "ideal_speedup": ideal,
+                         "of_ideal": (t1 / per_epoch) / ideal, "of_k": (t1 / per_epoch) / k,
+                         "bubble": r.get("bubble", 0.0), "ideal_bubble": fill_bubble(k, units, SIM_FORWARD_SHARE),
+                         # the cores the ranks' CPU time kept busy over the epoch (of os.cpu_count())
+                         "cores_used": k * (mp["cpu"] + mp["io_cpu"]) / per_epoch if mp and "cpu" in mp else None,
+                         "profile": r.get("profile"), "mean_profile": mp})
     return {"config": " ".join(base) + f" ALVIZ_SIM_STAGE_MS={stage_ms:g}", "rows": rows,
             "load_before": load0, "load_after": _load()}
 
 
-PHASES = ("compute", "simulated", "pack_send", "recv_wait", "send_wait")
+PHASES = ("compute", "cpu", "io_cpu", "simulated", "pack_send", "recv_wait", "send_wait")
 
 
 def _mean_profile(prof: dict | None, k: int) -> dict | None:
@@ -277,13 +279,14 @@ def table(res: dict) -> str:
         s = res["scaling"]
         lines.append(f"simulated scaling ({s['config']}); load {s['load_before']} -> {s['load_after']}")
         lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'of ideal':>8} "
-                     f"{'of K':>5} {'bubble':>6} {'ideal':>6}   mean over ranks, s/epoch: "
+                     f"{'of K':>5} {'bubble':>6} {'ideal':>6} {'cores':>5}   mean over ranks, s/epoch: "
                      + " / ".join(PHASES))
         for r in s["rows"]:
             mp = r.get("mean_profile") or {}
             lines.append(f"  {r['ranks']:>2} {r['micro_batches']:>5} {r['epoch_seconds']:>8.3f} {r['speedup']:>7.2f} "
                          f"{r['ideal_speedup']:>6.2f} {r['of_ideal']:>8.2f} {r['of_k']:>5.2f} {r['bubble']:>6.3f} "
-                         f"{r['ideal_bubble']:>6.3f}   " + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
+                         f"{r['ideal_bubble']:>6.3f} "
+                         f"{'-' if r.get('cores_used') is None else format(r['cores_used'], '5.2f'):>5}   " + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
                                                                      for ph in PHASES))
     if "ab" in res:
         a = res["ab"]
