@@ -34,6 +34,10 @@ them):
    2 epochs, depth 2 and 4), run alternately twice: the speed-up's median and range, and the
    pipeline's per-rank profile of an epoch (compute, packing and posting sends, waiting to
    receive, waiting for sends to complete; from the run's summary.csv).
+4. `projection` (not by default; no timing, NOT a measurement): the paper's VGG and resnet20
+   (presets cifar10-vgg, cifar10-resnet20, batch 32 and 128): each component's share of a step by
+   alviz.parallel.cost's FLOP count, the cost partition over K = 2, 3, 4 GPUs, its heaviest
+   stage's share and the best-case speed-up with the fill (alviz.parallel.schedule).
 
 Timings are wall-clock on a shared machine: the load average is recorded before and after each
 part. Not a test: nothing here asserts.
@@ -240,6 +244,47 @@ def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: i
     return {"config": " ".join(base), "rows": out, "load_before": load0, "load_after": _load()}
 
 
+PROJECTED = (("cifar10-vgg", 32), ("cifar10-vgg", 128), ("cifar10-resnet20", 32), ("cifar10-resnet20", 128))
+
+
+def projection(models=PROJECTED, ranks=(2, 3, 4), n_train: int = 50_000) -> dict:
+    """NOT a measurement: what a pipeline of K GPUs could gain on the paper's models, from the cost
+    model alone (alviz.parallel.cost: FLOPs of each component's losses, forward and backward, plus
+    its Adam update) and the schedule (alviz.parallel.schedule: one micro-batch per batch, U =
+    batches per epoch, hand-on after a third of a stage): per component its share of a step, and per
+    K the cost partition, its heaviest stage's share and the best-case speed-up (transfers and
+    per-micro-batch host overhead not included)."""
+    import torch
+
+    from alviz.models import create_model, resolve_shape_defaults
+    from alviz.parallel.cost import component_costs, partition_by_cost
+    from alviz.parallel.schedule import speedup
+    from alviz.presets import load_preset
+
+    rows = []
+    for preset, batch in models:
+        cfg = resolve_shape_defaults(load_preset(preset).replace(batch_size=batch, method="al"))
+        torch.manual_seed(0)
+        model = create_model(cfg, (3, 32, 32), 10)
+        costs = component_costs(model, (3, 32, 32), batch)
+        total = sum(costs)
+        units = -(-n_train // batch)
+        row = {"preset": preset, "arch": cfg.arch, "batch": batch, "units": units,
+               "component_gflop": [round(c / 1e9, 2) for c in costs],
+               "component_share": [round(c / total, 3) for c in costs], "ranks": {}}
+        for k in ranks:
+            if k > len(costs):
+                continue
+            groups = partition_by_cost(costs, k)
+            stage = [sum(costs[i] for i in g) for g in groups]
+            row["ranks"][k] = {"groups": [[i + 1 for i in g] for g in groups],
+                               "heaviest_share": round(max(stage) / total, 3),
+                               "bound": round(total / max(stage), 2),
+                               "speedup": round(speedup(stage, units, SIM_FORWARD_SHARE), 2)}
+        rows.append(row)
+    return {"note": "projection from FLOP counts, not a measurement", "rows": rows}
+
+
 def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: str = "fork", epochs: int | None = None,
         micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "launcher": launcher}}
@@ -254,6 +299,8 @@ def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: s
             out["scaling"] = scaling(quick, launcher, root, micro, stage_ms)
         if "ab" in parts:
             out["ab"] = pipeline_ab(quick, launcher, root)
+        if "projection" in parts:
+            out["projection"] = projection()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return out
@@ -300,6 +347,13 @@ def table(res: dict) -> str:
             lines.append(f"  depth {r['depth']}: speed-up median {r['speedup_median']:.2f} [{r['speedup_min']:.2f}-"
                          f"{r['speedup_max']:.2f}] over {r['reps']}; s/epoch single {r['single_epoch_s']}, pipeline "
                          f"{r['pipeline_epoch_s']}; same accuracy: {r['same_accuracy']}; profile s/epoch: {prof}")
+    if "projection" in res:
+        lines.append("projected multi-GPU pipeline (NOT a measurement: FLOP counts and the schedule only)")
+        for r in res["projection"]["rows"]:
+            per_k = "; ".join(f"K={k}: {v['groups']} heaviest {v['heaviest_share']:.0%}, bound {v['bound']:.2f}x, "
+                              f"with fill {v['speedup']:.2f}x" for k, v in r["ranks"].items())
+            lines.append(f"  {r['arch']} batch {r['batch']} ({r['units']} batches/epoch): GFLOP-eq "
+                         f"{r['component_gflop']}, shares {r['component_share']}; {per_k}")
     return "\n".join(lines)
 
 
@@ -365,7 +419,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds, not minutes: blobs, fewer runs")
     ap.add_argument("--json", default=None, help="write the figures here")
-    ap.add_argument("--parts", default="correctness,scaling,ab", help="of correctness, scaling, ab")
+    ap.add_argument("--parts", default="correctness,scaling,ab",
+                    help="of correctness, scaling, ab, projection (the last: FLOP counts, no timing)")
     ap.add_argument("--launcher", choices=("fork", "subprocess"), default="fork",
                     help="fork: ranks are forks of this process (no import cost); subprocess: fresh interpreters")
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of part 1")
