@@ -1,8 +1,8 @@
 """Benchmark alviz.parallel: the AL pipeline and DDP against single-process training.
 
-    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling,ab]
+    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling,ab,projection]
                                    [--launcher fork|subprocess] [--epochs N] [--micro 1,4,8]
-                                   [--stage-ms 40]
+                                   [--stage-ms 40] [--reps 3] [--ab-epochs 8]
     python bench/bench_parallel.py --gpu [--json PATH]     # a short check on a machine with a GPU
 
 Measures, side by side in one run (every run a real `alviz train`, its ranks started on 127.0.0.1
@@ -30,10 +30,12 @@ them):
    --quick: depth 4, K = 1, 2, one epoch); and per row the ranks' mean profile of an epoch: real
    compute (forward, backward, update, bookkeeping), simulated compute (the sleeps, as slept),
    packing and posting sends, waiting to receive, waiting for sends.
-3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread (default MLP, mnist5k,
-   2 epochs, depth 2 and 4), run alternately twice: the speed-up's median and range, and the
-   pipeline's per-rank profile of an epoch (compute, packing and posting sends, waiting to
-   receive, waiting for sends to complete; from the run's summary.csv).
+3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread and one of 2 threads
+   (default MLP, mnist5k, --ab-epochs 8, depth 2 and 4), the three in rotating order, --reps 3
+   times: per run the median epoch, the speed-up's median and range over the repetitions, and the
+   pipeline's per-rank profile of an epoch (compute and its CPU time, gloo's threads' CPU time,
+   packing and posting sends, waiting to receive, waiting for sends to complete; from the run's
+   summary.csv).
 4. `projection` (not by default; no timing, NOT a measurement): the paper's VGG and resnet20
    (presets cifar10-vgg, cifar10-resnet20, batch 32 and 128): each component's share of a step by
    alviz.parallel.cost's FLOP count, the cost partition over K = 2, 3, 4 GPUs, its heaviest
@@ -209,10 +211,12 @@ def _mean_profile(prof: dict | None, k: int) -> dict | None:
             for ph in PHASES if f"rank0_{ph}_s" in prof}
 
 
-def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: int = 2) -> dict:
-    """The pipeline of 2 ranks x 1 thread against one process of 1 thread, default MLP on mnist5k,
-    depth 2 and 4, run alternately `reps` times: medians and ranges of the per-run median epoch and
-    of the per-repetition speed-up, and the pipeline's per-rank profile (mean seconds an epoch)."""
+def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 3, epochs: int = 8) -> dict:
+    """The pipeline of 2 ranks x 1 thread against one process of 1 thread and one of 2 threads,
+    default MLP on mnist5k, depth 2 and 4, the three run in rotating order `reps` times: per run the
+    median epoch; the medians and ranges over repetitions of the pipeline's speed-up against each
+    single process (paired within a repetition), and the pipeline's per-rank profile (mean seconds
+    an epoch over its runs and epochs)."""
     if quick:
         base = ["--dataset", "blobs", "--epochs", "2", "--width", "32", "--lr", "0.01", "--device", "cpu"]
         reps, depths = 1, (2,)
@@ -222,25 +226,30 @@ def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: i
     run = _Runner(root / "ab", launcher, base, timeout=3600)
     load0 = _load()
     out = []
+    kinds = ("single1", "pipeline", "single2")
     for depth in depths:
         d = ["--depth", str(depth)]
-        single, par = [], []
+        got: dict[str, list] = {k: [] for k in kinds}
         for r in range(reps):
-            order = ("single", "pipeline") if r % 2 == 0 else ("pipeline", "single")
-            for which in order:
-                if which == "single":
-                    single.append(run("al", 1, 1, *d, "--threads", "1"))
+            for which in kinds[r % 3:] + kinds[:r % 3]:  # rotate the order: no kind always runs first
+                if which == "pipeline":
+                    got[which].append(run("al", 2, 1, *d, "--pipeline"))
                 else:
-                    par.append(run("al", 2, 1, *d, "--pipeline"))
-        ratios = [a["epoch_seconds"] / b["epoch_seconds"] for a, b in zip(single, par)]
+                    t = 1 if which == "single1" else 2
+                    got[which].append(run("al", 1, t, *d, "--threads", str(t)))
+        par = got["pipeline"]
+        row = {"depth": depth, "reps": reps, "epochs": par[0]["epochs"]}
+        for which in kinds:
+            row[f"{which}_epoch_s"] = [round(a["epoch_seconds"], 4) for a in got[which]]
+        for which in ("single1", "single2"):
+            ratios = [a["epoch_seconds"] / b["epoch_seconds"] for a, b in zip(got[which], par)]
+            row[f"speedup_vs_{which}"] = {"median": statistics.median(ratios), "min": min(ratios),
+                                          "max": max(ratios)}
         profs = [p_["profile"] for p_ in par if p_.get("profile")]
-        prof = {k: statistics.mean(pr[k] for pr in profs) for k in profs[0]} if profs else None
-        out.append({"depth": depth, "reps": reps,
-                    "single_epoch_s": [a["epoch_seconds"] for a in single],
-                    "pipeline_epoch_s": [b["epoch_seconds"] for b in par],
-                    "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
-                    "speedup_max": max(ratios), "profile": prof,
-                    "same_accuracy": all(a["test_acc"] == b["test_acc"] for a, b in zip(single, par))})
+        row["profile"] = {k: statistics.mean(pr[k] for pr in profs) for k in profs[0]} if profs else None
+        row["bubble"] = statistics.mean(p_["bubble"] for p_ in par)
+        row["same_accuracy"] = all(a["test_acc"] == b["test_acc"] for a, b in zip(got["single1"], par))
+        out.append(row)
     return {"config": " ".join(base), "rows": out, "load_before": load0, "load_after": _load()}
 
 
@@ -286,7 +295,7 @@ def projection(models=PROJECTED, ranks=(2, 3, 4), n_train: int = 50_000) -> dict
 
 
 def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: str = "fork", epochs: int | None = None,
-        micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
+        micro=(1, 4, 8), stage_ms: float = 40.0, reps: int = 3, ab_epochs: int = 8) -> dict:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "launcher": launcher}}
     import torch
 
@@ -298,7 +307,7 @@ def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: s
         if "scaling" in parts:
             out["scaling"] = scaling(quick, launcher, root, micro, stage_ms)
         if "ab" in parts:
-            out["ab"] = pipeline_ab(quick, launcher, root)
+            out["ab"] = pipeline_ab(quick, launcher, root, reps, ab_epochs)
         if "projection" in parts:
             out["projection"] = projection()
     finally:
@@ -337,16 +346,20 @@ def table(res: dict) -> str:
                                                                      for ph in PHASES))
     if "ab" in res:
         a = res["ab"]
-        lines.append(f"pipeline 2x1 vs one process x 1 thread ({a['config']}), alternating; load {a['load_before']} -> "
-                     f"{a['load_after']}")
+        lines.append(f"pipeline 2x1 vs one process x 1 and x 2 threads ({a['config']}), rotating order; load "
+                     f"{a['load_before']} -> {a['load_after']}")
         for r in a["rows"]:
             pr = r["profile"] or {}
             prof = "; ".join(f"rank{k}: " + ", ".join(f"{ph} {pr.get(f'rank{k}_{ph}_s', float('nan')):.3f}"
-                                                   for ph in ("compute", "pack_send", "recv_wait", "send_wait"))
+                                                   for ph in ("compute", "cpu", "io_cpu", "pack_send", "recv_wait",
+                                                              "send_wait"))
                              for k in range(2))
-            lines.append(f"  depth {r['depth']}: speed-up median {r['speedup_median']:.2f} [{r['speedup_min']:.2f}-"
-                         f"{r['speedup_max']:.2f}] over {r['reps']}; s/epoch single {r['single_epoch_s']}, pipeline "
-                         f"{r['pipeline_epoch_s']}; same accuracy: {r['same_accuracy']}; profile s/epoch: {prof}")
+            sp = "; ".join(f"vs {w[-1]} thread(s) {v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}]"
+                           for w in ("single1", "single2") for v in [r[f"speedup_vs_{w}"]])
+            lines.append(f"  depth {r['depth']}: speed-up median [range] over {r['reps']}: {sp}; median s/epoch "
+                         f"1 thread {r['single1_epoch_s']}, 2 threads {r['single2_epoch_s']}, pipeline "
+                         f"{r['pipeline_epoch_s']}; bubble {r['bubble']:.3f}; same accuracy: {r['same_accuracy']}; "
+                         f"profile s/epoch: {prof}")
     if "projection" in res:
         lines.append("projected multi-GPU pipeline (NOT a measurement: FLOP counts and the schedule only)")
         for r in res["projection"]["rows"]:
@@ -427,6 +440,8 @@ def main(argv=None) -> int:
     ap.add_argument("--micro", default="1,4,8", help="micro-batches per batch of the scaling study's rows")
     ap.add_argument("--stage-ms", type=float, default=40.0,
                     help="the scaling study's simulated compute per component and mini-batch (ALVIZ_SIM_STAGE_MS)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of the ab part")
+    ap.add_argument("--ab-epochs", type=int, default=8, help="epochs of each run of the ab part")
     ap.add_argument("--gpu", action="store_true", help="the GPU check instead (torchrun, digits, cnn)")
     a = ap.parse_args(argv)
     if a.gpu:
@@ -435,7 +450,7 @@ def main(argv=None) -> int:
         print(json.dumps(res, indent=1))
     else:
         res = run(a.quick, tuple(p.strip() for p in a.parts.split(",")), a.launcher, a.epochs,
-                  tuple(int(m) for m in a.micro.split(",")), a.stage_ms)
+                  tuple(int(m) for m in a.micro.split(",")), a.stage_ms, a.reps, a.ab_epochs)
         print(table(res))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
