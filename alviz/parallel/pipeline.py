@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import deque
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_loop, f
                     is_comm_error, lost_contact, nonfinite_column, progress_bar, run_result, start_run,
                     stop_if_diverged)
 from .profile import EpochProfile
+from .stream import Inbox, Outbox
 
 
 # benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
@@ -163,14 +163,13 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     weights = [(hi - lo) / _mini_batch_len(lo, n, cfg.batch_size) for lo, hi, _ in units]  # means -> batch mean
     # what component mine[0] receives: the previous component's carry (AL: s and t), flattened, then y
     in_shapes = model.carry_shapes(mine[0] - 1, feat) if rank > 0 else []
-    in_dims = [math.prod(sh) for sh in in_shapes]
-    d_in = sum(in_dims)
     keys = [k for i in range(L) for k in model.component_loss_keys(i)]
     k_lo = sum(len(model.component_loss_keys(j)) for j in range(mine[0]))  # our losses' place among keys
     nk = len(keys)
     x_tr = data.x_train.to(device) if rank == 0 else None
     y_tr = data.y_train.to(device) if rank == 0 else None
     fail = fault_injector(rank)
+    amp = _autocast(device, cfg.amp)  # one context, entered once per micro-batch
     bar = progress_bar(ctx, progress, (cfg.epochs - start_epoch) * len(units), "mb",
                        f"{cfg.method} {cfg.arch} pipeline x{K}")
     t_start = time.perf_counter()
@@ -188,12 +187,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             profile = EpochProfile(simulated=bool(sim_s))  # where the epoch goes besides computing
             phase, simulate = profile.phase, profile.simulate
             profile.start()
-            sends: deque = deque()
-            recvs: deque = deque()
-            posted = 0  # micro-batches whose receive is posted: up to WINDOW ahead of the one computed
-            while rank and posted < min(WINDOW, len(units)):
-                recvs.append(comm.irecv((sizes[posted], d_in + 1), torch.float32, rank - 1))
-                posted += 1
+            inbox = Inbox(comm, rank - 1, sizes, in_shapes, device, WINDOW, phase) if rank else None
+            outbox = Outbox(comm, rank + 1, WINDOW, phase) if rank < K - 1 else None
             vecs = []  # each micro-batch's own losses, summed at the end of the epoch
             xb_step = None
             for u, (lo, hi, last) in enumerate(units):
@@ -211,35 +206,17 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     if last:
                         xb_step = None
                 else:
-                    work, buf = recvs.popleft()
-                    tw = time.perf_counter()
-                    comm.wait(work)
-                    phase["recv_wait"] += time.perf_counter() - tw
-                    if posted < len(units):  # keep WINDOW receives posted ahead
-                        recvs.append(comm.irecv((sizes[posted], d_in + 1), torch.float32, rank - 1))
-                        posted += 1
-                    buf = buf.to(device, non_blocking=True)
-                    pieces = torch.split(buf[:, :d_in], in_dims, 1)
-                    carry = tuple(c.reshape(hi - lo, *sh) for c, sh in zip(pieces, in_shapes))
-                    ycol = buf[:, d_in:]  # y as float32 (exact), handed on as it came
-                    yb = ycol[:, 0].round().long()
+                    carry, ycol, yb = inbox.get()  # waits for it (recv_wait), posts the one WINDOW ahead
                 local = []
-                with _autocast(device, cfg.amp):
+                with amp:
                     for i in mine:
                         carry, ls = model.stage_losses(i, carry, yb)
                         local += ls
                 sim_unit = sim_s * len(mine) * (hi - lo) / cfg.batch_size
                 if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
                     simulate(sim_unit * SIM_FORWARD_SHARE)
-                if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
-                    tp = time.perf_counter()
-                    packed = torch.cat([c.detach().flatten(1).float() for c in carry] + [ycol], 1)
-                    sends.append(comm.isend(packed, rank + 1))
-                    tw = time.perf_counter()
-                    phase["pack_send"] += tw - tp
-                    while len(sends) > WINDOW:
-                        comm.wait(sends.popleft()[0])
-                    phase["send_wait"] += time.perf_counter() - tw
+                if outbox is not None:  # hand the micro-batch on before our own backward: the next rank starts now
+                    outbox.send(carry, ycol)  # packing and posting (pack_send), then at most WINDOW in flight
                 (sum(local[1:], local[0]) * weights[u]).backward()
                 if sim_unit:  # and two thirds the backward pass and update, after it
                     simulate(sim_unit * (1.0 - SIM_FORWARD_SHARE))
@@ -252,10 +229,8 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     fail(count)
                 if bar is not None:
                     bar.update(1)
-            tw = time.perf_counter()
-            while sends:
-                comm.wait(sends.popleft()[0])
-            phase["send_wait"] += time.perf_counter() - tw
+            if outbox is not None:
+                outbox.drain()
             sums, bad = _loss_totals(vecs, sizes, k_lo, nk)
             mine_prof = profile.vector()  # [wall, CPU main, CPU other threads, *phases]
             busy = torch.zeros(K, dtype=torch.float64)
