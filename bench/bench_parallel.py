@@ -26,7 +26,8 @@ them):
    costs the pipeline splits the components by count). Reported: epoch time, speed-up against K = 1, the
    ideal K*U/(U + (K-1)/3) for U micro-batches per epoch (the last rank starts after K-1 forward
    passes), the speed-up as a share of that ideal and of K, and the measured bubble (1 - busy/wall
-   over ranks), with 1, 4 and 8 micro-batches per batch (--micro; batch 500: 8 batches per epoch;
+   over ranks) and the cores the ranks' CPU time kept busy ("cores"; "@ideal": the cores that CPU
+   time would need at the ideal's pace; above the machine's 2 the row is CPU-bound), with 1, 4 and 8 micro-batches per batch (--micro; batch 500: 8 batches per epoch;
    --quick: depth 4, K = 1, 2, one epoch); and per row the ranks' mean profile of an epoch: real
    compute (forward, backward, update, bookkeeping), simulated compute (the sleeps, as slept),
    packing and posting sends, waiting to receive, waiting for sends.
@@ -193,8 +194,10 @@ def scaling(quick: bool, launcher: str, root: Path, micro=(1, 4, 8), stage_ms: f
                          "speedup": t1 / per_epoch, "ideal_speedup": ideal,
                          "of_ideal": (t1 / per_epoch) / ideal, "of_k": (t1 / per_epoch) / k,
                          "bubble": r.get("bubble", 0.0), "ideal_bubble": fill_bubble(k, units, SIM_FORWARD_SHARE),
-                         # the cores the ranks' CPU time kept busy over the epoch (of os.cpu_count())
+                         # the cores the ranks' CPU time (all threads) kept busy over the epoch, and the
+                         # cores it would need at the ideal's pace (more than os.cpu_count(): CPU-bound)
                          "cores_used": k * (mp["cpu"] + mp["io_cpu"]) / per_epoch if mp and "cpu" in mp else None,
+                         "cores_at_ideal": (k * (mp["cpu"] + mp["io_cpu"]) * ideal / t1) if mp and "cpu" in mp else None,
                          "profile": r.get("profile"), "mean_profile": mp})
     return {"config": " ".join(base) + f" ALVIZ_SIM_STAGE_MS={stage_ms:g}", "rows": rows,
             "load_before": load0, "load_after": _load()}
@@ -335,14 +338,16 @@ def table(res: dict) -> str:
         s = res["scaling"]
         lines.append(f"simulated scaling ({s['config']}); load {s['load_before']} -> {s['load_after']}")
         lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'of ideal':>8} "
-                     f"{'of K':>5} {'bubble':>6} {'ideal':>6} {'cores':>5}   mean over ranks, s/epoch: "
+                     f"{'of K':>5} {'bubble':>6} {'ideal':>6} {'cores':>5} {'@ideal':>6}   mean over ranks, s/epoch: "
                      + " / ".join(PHASES))
         for r in s["rows"]:
             mp = r.get("mean_profile") or {}
             lines.append(f"  {r['ranks']:>2} {r['micro_batches']:>5} {r['epoch_seconds']:>8.3f} {r['speedup']:>7.2f} "
                          f"{r['ideal_speedup']:>6.2f} {r['of_ideal']:>8.2f} {r['of_k']:>5.2f} {r['bubble']:>6.3f} "
                          f"{r['ideal_bubble']:>6.3f} "
-                         f"{'-' if r.get('cores_used') is None else format(r['cores_used'], '5.2f'):>5}   " + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
+                         f"{'-' if r.get('cores_used') is None else format(r['cores_used'], '5.2f'):>5} "
+                         f"{'-' if r.get('cores_at_ideal') is None else format(r['cores_at_ideal'], '6.2f'):>6}   "
+                         + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
                                                                      for ph in PHASES))
     if "ab" in res:
         a = res["ab"]
