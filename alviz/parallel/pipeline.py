@@ -11,7 +11,8 @@ flows backwards. The result is the same arithmetic as single-process training (s
 docs/PARALLEL.md for why, and the tests that check it). At the end of every epoch rank 0 gathers
 the weights and optimiser state and writes an ordinary run directory.
 
-What this is not: no process group plumbing (``group``), no data parallelism (``ddp``).
+What this is not: no process group plumbing (``group``), no message buffers (``stream``), no profile
+or schedule arithmetic (``profile``, ``schedule``), no data parallelism (``ddp``).
 """
 from __future__ import annotations
 
