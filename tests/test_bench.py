@@ -81,6 +81,27 @@ def test_suite_quick_runs_every_other_benchmark(tmp_path):
     assert _positive(b["analyze"]["result"]["analyze"]["cold_s"])
     rows = b["parallel"]["result"]["correctness"]["rows"]
     assert rows and all(row["max_weight_diff"] == 0.0 for row in rows if row["mode"].startswith("pipeline"))
+    scaling = {(r_["ranks"], r_["micro_batches"]): r_ for r_ in b["parallel"]["result"]["scaling"]["rows"]}
+    assert scaling[(2, 1)]["ideal_speedup"] == pytest.approx(2 * 8 / (8 + 1 / 3))  # fill: one forward third
+    assert _positive(scaling[(2, 1)]["cores_used"])
+    ab = b["parallel"]["result"]["ab"]["rows"][0]
+    assert _positive(ab["speedup_vs_single1"]["median"]) and _positive(ab["speedup_vs_single2"]["median"])
+    assert {"rank0_cpu_s", "rank1_recv_wait_s", "rank1_io_cpu_s"} <= set(ab["profile"])
+
+
+def test_parallel_projection_known_partition():
+    import importlib.util  # the multi-GPU projection: FLOP counts, no timing
+
+    spec = importlib.util.spec_from_file_location("bench_parallel", ROOT / "bench" / "bench_parallel.py")
+    bp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bp)
+
+    (row,) = bp.projection(models=(("cifar10-resnet20", 32),), ranks=(2, 4))["rows"]
+    assert row["units"] == 1563 and len(row["component_share"]) == 4
+    assert sum(row["component_share"]) == pytest.approx(1.0, abs=2e-3)
+    assert row["ranks"][2]["groups"] == [[1, 2], [3, 4]] and row["ranks"][4]["groups"] == [[1], [2], [3], [4]]
+    assert row["ranks"][4]["bound"] == pytest.approx(1 / max(row["component_share"]), rel=1e-2)
+    assert row["ranks"][4]["speedup"] <= row["ranks"][4]["bound"]
 
 
 def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
