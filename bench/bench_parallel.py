@@ -1,8 +1,8 @@
 """Benchmark alviz.parallel: the AL pipeline and DDP against single-process training.
 
-    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling,ab]
+    python bench/bench_parallel.py [--quick] [--json PATH] [--parts correctness,scaling,ab,projection]
                                    [--launcher fork|subprocess] [--epochs N] [--micro 1,4,8]
-                                   [--stage-ms 40]
+                                   [--stage-ms 40] [--reps 3] [--ab-epochs 8]
     python bench/bench_parallel.py --gpu [--json PATH]     # a short check on a machine with a GPU
 
 Measures, side by side in one run (every run a real `alviz train`, its ranks started on 127.0.0.1
@@ -26,14 +26,21 @@ them):
    costs the pipeline splits the components by count). Reported: epoch time, speed-up against K = 1, the
    ideal K*U/(U + (K-1)/3) for U micro-batches per epoch (the last rank starts after K-1 forward
    passes), the speed-up as a share of that ideal and of K, and the measured bubble (1 - busy/wall
-   over ranks), with 1, 4 and 8 micro-batches per batch (--micro; batch 500: 8 batches per epoch;
+   over ranks) and the cores the ranks' CPU time kept busy ("cores"; "@ideal": the cores that CPU
+   time would need at the ideal's pace; above the machine's 2 the row is CPU-bound), with 1, 4 and 8 micro-batches per batch (--micro; batch 500: 8 batches per epoch;
    --quick: depth 4, K = 1, 2, one epoch); and per row the ranks' mean profile of an epoch: real
    compute (forward, backward, update, bookkeeping), simulated compute (the sleeps, as slept),
    packing and posting sends, waiting to receive, waiting for sends.
-3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread (default MLP, mnist5k,
-   2 epochs, depth 2 and 4), run alternately twice: the speed-up's median and range, and the
-   pipeline's per-rank profile of an epoch (compute, packing and posting sends, waiting to
-   receive, waiting for sends to complete; from the run's summary.csv).
+3. `ab`: the pipeline of 2 ranks x 1 thread against one process of 1 thread and one of 2 threads
+   (default MLP, mnist5k, --ab-epochs 8, depth 2 and 4), the three in rotating order, --reps 3
+   times: per run the median epoch, the speed-up's median and range over the repetitions, and the
+   pipeline's per-rank profile of an epoch (compute and its CPU time, gloo's threads' CPU time,
+   packing and posting sends, waiting to receive, waiting for sends to complete; from the run's
+   summary.csv).
+4. `projection` (not by default; no timing, NOT a measurement): the paper's VGG and resnet20
+   (presets cifar10-vgg, cifar10-resnet20, batch 32 and 128): each component's share of a step by
+   alviz.parallel.cost's FLOP count, the cost partition over K = 2, 3, 4 GPUs, its heaviest
+   stage's share and the best-case speed-up with the fill (alviz.parallel.schedule).
 
 Timings are wall-clock on a shared machine: the load average is recorded before and after each
 part. Not a test: nothing here asserts.
@@ -61,6 +68,8 @@ if str(ROOT) not in sys.path:
 
 from alviz.cli import main as cli_main  # noqa: E402
 from alviz.parallel import launch_local  # noqa: E402
+from alviz.parallel.pipeline import SIM_FORWARD_SHARE  # noqa: E402
+from alviz.parallel.schedule import fill_bubble, ideal_speedup  # noqa: E402
 
 
 def _load():
@@ -159,9 +168,6 @@ def _pair(method, depth, mode, single1, single2, par) -> dict:
             "speedup_vs_1thread": single1["epoch_seconds"] / par["epoch_seconds"], "bubble": par.get("bubble")}
 
 
-SIM_FORWARD_SHARE = 1.0 / 3.0  # alviz.parallel.pipeline.SIM_FORWARD_SHARE
-
-
 def scaling(quick: bool, launcher: str, root: Path, micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
     depth = 4 if quick else 8
     epochs = 1 if quick else 2
@@ -181,18 +187,23 @@ def scaling(quick: bool, launcher: str, root: Path, micro=(1, 4, 8), stage_ms: f
                 t1 = per_epoch
             units = n_batches * m
             # ideal: U units of T each per rank, plus the fill: the last rank starts after K-1 forward passes
-            fill = (k - 1) * SIM_FORWARD_SHARE
+            ideal = ideal_speedup(k, units, SIM_FORWARD_SHARE)
+            mp = _mean_profile(r.get("profile"), k)
             rows.append({"ranks": k, "micro_batches": m, "epoch_seconds": per_epoch,
                          "simulated_compute_per_epoch": n_batches * depth * stage_ms / 1000,
-                         "speedup": t1 / per_epoch, "ideal_speedup": k * units / (units + fill),
-                         "of_ideal": (t1 / per_epoch) / (k * units / (units + fill)), "of_k": (t1 / per_epoch) / k,
-                         "bubble": r.get("bubble", 0.0), "ideal_bubble": fill / (units + fill),
-                         "profile": r.get("profile"), "mean_profile": _mean_profile(r.get("profile"), k)})
+                         "speedup": t1 / per_epoch, "ideal_speedup": ideal,
+                         "of_ideal": (t1 / per_epoch) / ideal, "of_k": (t1 / per_epoch) / k,
+                         "bubble": r.get("bubble", 0.0), "ideal_bubble": fill_bubble(k, units, SIM_FORWARD_SHARE),
+                         # the cores the ranks' CPU time (all threads) kept busy over the epoch, and the
+                         # cores it would need at the ideal's pace (more than os.cpu_count(): CPU-bound)
+                         "cores_used": k * (mp["cpu"] + mp["io_cpu"]) / per_epoch if mp and "cpu" in mp else None,
+                         "cores_at_ideal": (k * (mp["cpu"] + mp["io_cpu"]) * ideal / t1) if mp and "cpu" in mp else None,
+                         "profile": r.get("profile"), "mean_profile": mp})
     return {"config": " ".join(base) + f" ALVIZ_SIM_STAGE_MS={stage_ms:g}", "rows": rows,
             "load_before": load0, "load_after": _load()}
 
 
-PHASES = ("compute", "simulated", "pack_send", "recv_wait", "send_wait")
+PHASES = ("compute", "cpu", "io_cpu", "simulated", "pack_send", "recv_wait", "send_wait")
 
 
 def _mean_profile(prof: dict | None, k: int) -> dict | None:
@@ -203,10 +214,12 @@ def _mean_profile(prof: dict | None, k: int) -> dict | None:
             for ph in PHASES if f"rank0_{ph}_s" in prof}
 
 
-def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: int = 2) -> dict:
-    """The pipeline of 2 ranks x 1 thread against one process of 1 thread, default MLP on mnist5k,
-    depth 2 and 4, run alternately `reps` times: medians and ranges of the per-run median epoch and
-    of the per-repetition speed-up, and the pipeline's per-rank profile (mean seconds an epoch)."""
+def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 3, epochs: int = 8) -> dict:
+    """The pipeline of 2 ranks x 1 thread against one process of 1 thread and one of 2 threads,
+    default MLP on mnist5k, depth 2 and 4, the three run in rotating order `reps` times: per run the
+    median epoch; the medians and ranges over repetitions of the pipeline's speed-up against each
+    single process (paired within a repetition), and the pipeline's per-rank profile (mean seconds
+    an epoch over its runs and epochs)."""
     if quick:
         base = ["--dataset", "blobs", "--epochs", "2", "--width", "32", "--lr", "0.01", "--device", "cpu"]
         reps, depths = 1, (2,)
@@ -216,30 +229,76 @@ def pipeline_ab(quick: bool, launcher: str, root: Path, reps: int = 2, epochs: i
     run = _Runner(root / "ab", launcher, base, timeout=3600)
     load0 = _load()
     out = []
+    kinds = ("single1", "pipeline", "single2")
     for depth in depths:
         d = ["--depth", str(depth)]
-        single, par = [], []
+        got: dict[str, list] = {k: [] for k in kinds}
         for r in range(reps):
-            order = ("single", "pipeline") if r % 2 == 0 else ("pipeline", "single")
-            for which in order:
-                if which == "single":
-                    single.append(run("al", 1, 1, *d, "--threads", "1"))
+            for which in kinds[r % 3:] + kinds[:r % 3]:  # rotate the order: no kind always runs first
+                if which == "pipeline":
+                    got[which].append(run("al", 2, 1, *d, "--pipeline"))
                 else:
-                    par.append(run("al", 2, 1, *d, "--pipeline"))
-        ratios = [a["epoch_seconds"] / b["epoch_seconds"] for a, b in zip(single, par)]
+                    t = 1 if which == "single1" else 2
+                    got[which].append(run("al", 1, t, *d, "--threads", str(t)))
+        par = got["pipeline"]
+        row = {"depth": depth, "reps": reps, "epochs": par[0]["epochs"]}
+        for which in kinds:
+            row[f"{which}_epoch_s"] = [round(a["epoch_seconds"], 4) for a in got[which]]
+        for which in ("single1", "single2"):
+            ratios = [a["epoch_seconds"] / b["epoch_seconds"] for a, b in zip(got[which], par)]
+            row[f"speedup_vs_{which}"] = {"median": statistics.median(ratios), "min": min(ratios),
+                                          "max": max(ratios)}
         profs = [p_["profile"] for p_ in par if p_.get("profile")]
-        prof = {k: statistics.mean(pr[k] for pr in profs) for k in profs[0]} if profs else None
-        out.append({"depth": depth, "reps": reps,
-                    "single_epoch_s": [a["epoch_seconds"] for a in single],
-                    "pipeline_epoch_s": [b["epoch_seconds"] for b in par],
-                    "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
-                    "speedup_max": max(ratios), "profile": prof,
-                    "same_accuracy": all(a["test_acc"] == b["test_acc"] for a, b in zip(single, par))})
+        row["profile"] = {k: statistics.mean(pr[k] for pr in profs) for k in profs[0]} if profs else None
+        row["bubble"] = statistics.mean(p_["bubble"] for p_ in par)
+        row["same_accuracy"] = all(a["test_acc"] == b["test_acc"] for a, b in zip(got["single1"], par))
+        out.append(row)
     return {"config": " ".join(base), "rows": out, "load_before": load0, "load_after": _load()}
 
 
+PROJECTED = (("cifar10-vgg", 32), ("cifar10-vgg", 128), ("cifar10-resnet20", 32), ("cifar10-resnet20", 128))
+
+
+def projection(models=PROJECTED, ranks=(2, 3, 4), n_train: int = 50_000) -> dict:
+    """NOT a measurement: what a pipeline of K GPUs could gain on the paper's models, from the cost
+    model alone (alviz.parallel.cost: FLOPs of each component's losses, forward and backward, plus
+    its Adam update) and the schedule (alviz.parallel.schedule: one micro-batch per batch, U =
+    batches per epoch, hand-on after a third of a stage): per component its share of a step, and per
+    K the cost partition, its heaviest stage's share and the best-case speed-up (transfers and
+    per-micro-batch host overhead not included)."""
+    import torch
+
+    from alviz.models import create_model, resolve_shape_defaults
+    from alviz.parallel.cost import component_costs, partition_by_cost
+    from alviz.parallel.schedule import speedup
+    from alviz.presets import load_preset
+
+    rows = []
+    for preset, batch in models:
+        cfg = resolve_shape_defaults(load_preset(preset).replace(batch_size=batch, method="al"))
+        torch.manual_seed(0)
+        model = create_model(cfg, (3, 32, 32), 10)
+        costs = component_costs(model, (3, 32, 32), batch)
+        total = sum(costs)
+        units = -(-n_train // batch)
+        row = {"preset": preset, "arch": cfg.arch, "batch": batch, "units": units,
+               "component_gflop": [round(c / 1e9, 2) for c in costs],
+               "component_share": [round(c / total, 3) for c in costs], "ranks": {}}
+        for k in ranks:
+            if k > len(costs):
+                continue
+            groups = partition_by_cost(costs, k)
+            stage = [sum(costs[i] for i in g) for g in groups]
+            row["ranks"][k] = {"groups": [[i + 1 for i in g] for g in groups],
+                               "heaviest_share": round(max(stage) / total, 3),
+                               "bound": round(total / max(stage), 2),
+                               "speedup": round(speedup(stage, units, SIM_FORWARD_SHARE), 2)}
+        rows.append(row)
+    return {"note": "projection from FLOP counts, not a measurement", "rows": rows}
+
+
 def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: str = "fork", epochs: int | None = None,
-        micro=(1, 4, 8), stage_ms: float = 40.0) -> dict:
+        micro=(1, 4, 8), stage_ms: float = 40.0, reps: int = 3, ab_epochs: int = 8) -> dict:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "launcher": launcher}}
     import torch
 
@@ -251,7 +310,9 @@ def run(quick: bool = False, parts=("correctness", "scaling", "ab"), launcher: s
         if "scaling" in parts:
             out["scaling"] = scaling(quick, launcher, root, micro, stage_ms)
         if "ab" in parts:
-            out["ab"] = pipeline_ab(quick, launcher, root)
+            out["ab"] = pipeline_ab(quick, launcher, root, reps, ab_epochs)
+        if "projection" in parts:
+            out["projection"] = projection()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return out
@@ -277,26 +338,40 @@ def table(res: dict) -> str:
         s = res["scaling"]
         lines.append(f"simulated scaling ({s['config']}); load {s['load_before']} -> {s['load_after']}")
         lines.append(f"  {'K':>2} {'micro':>5} {'epoch s':>8} {'speedup':>7} {'ideal':>6} {'of ideal':>8} "
-                     f"{'of K':>5} {'bubble':>6} {'ideal':>6}   mean over ranks, s/epoch: "
+                     f"{'of K':>5} {'bubble':>6} {'ideal':>6} {'cores':>5} {'@ideal':>6}   mean over ranks, s/epoch: "
                      + " / ".join(PHASES))
         for r in s["rows"]:
             mp = r.get("mean_profile") or {}
             lines.append(f"  {r['ranks']:>2} {r['micro_batches']:>5} {r['epoch_seconds']:>8.3f} {r['speedup']:>7.2f} "
                          f"{r['ideal_speedup']:>6.2f} {r['of_ideal']:>8.2f} {r['of_k']:>5.2f} {r['bubble']:>6.3f} "
-                         f"{r['ideal_bubble']:>6.3f}   " + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
+                         f"{r['ideal_bubble']:>6.3f} "
+                         f"{'-' if r.get('cores_used') is None else format(r['cores_used'], '5.2f'):>5} "
+                         f"{'-' if r.get('cores_at_ideal') is None else format(r['cores_at_ideal'], '6.2f'):>6}   "
+                         + " / ".join(f"{mp[ph]:.3f}" if ph in mp else "-"
                                                                      for ph in PHASES))
     if "ab" in res:
         a = res["ab"]
-        lines.append(f"pipeline 2x1 vs one process x 1 thread ({a['config']}), alternating; load {a['load_before']} -> "
-                     f"{a['load_after']}")
+        lines.append(f"pipeline 2x1 vs one process x 1 and x 2 threads ({a['config']}), rotating order; load "
+                     f"{a['load_before']} -> {a['load_after']}")
         for r in a["rows"]:
             pr = r["profile"] or {}
             prof = "; ".join(f"rank{k}: " + ", ".join(f"{ph} {pr.get(f'rank{k}_{ph}_s', float('nan')):.3f}"
-                                                   for ph in ("compute", "pack_send", "recv_wait", "send_wait"))
+                                                   for ph in ("compute", "cpu", "io_cpu", "pack_send", "recv_wait",
+                                                              "send_wait"))
                              for k in range(2))
-            lines.append(f"  depth {r['depth']}: speed-up median {r['speedup_median']:.2f} [{r['speedup_min']:.2f}-"
-                         f"{r['speedup_max']:.2f}] over {r['reps']}; s/epoch single {r['single_epoch_s']}, pipeline "
-                         f"{r['pipeline_epoch_s']}; same accuracy: {r['same_accuracy']}; profile s/epoch: {prof}")
+            sp = "; ".join(f"vs {w[-1]} thread(s) {v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}]"
+                           for w in ("single1", "single2") for v in [r[f"speedup_vs_{w}"]])
+            lines.append(f"  depth {r['depth']}: speed-up median [range] over {r['reps']}: {sp}; median s/epoch "
+                         f"1 thread {r['single1_epoch_s']}, 2 threads {r['single2_epoch_s']}, pipeline "
+                         f"{r['pipeline_epoch_s']}; bubble {r['bubble']:.3f}; same accuracy: {r['same_accuracy']}; "
+                         f"profile s/epoch: {prof}")
+    if "projection" in res:
+        lines.append("projected multi-GPU pipeline (NOT a measurement: FLOP counts and the schedule only)")
+        for r in res["projection"]["rows"]:
+            per_k = "; ".join(f"K={k}: {v['groups']} heaviest {v['heaviest_share']:.0%}, bound {v['bound']:.2f}x, "
+                              f"with fill {v['speedup']:.2f}x" for k, v in r["ranks"].items())
+            lines.append(f"  {r['arch']} batch {r['batch']} ({r['units']} batches/epoch): GFLOP-eq "
+                         f"{r['component_gflop']}, shares {r['component_share']}; {per_k}")
     return "\n".join(lines)
 
 
@@ -362,13 +437,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds, not minutes: blobs, fewer runs")
     ap.add_argument("--json", default=None, help="write the figures here")
-    ap.add_argument("--parts", default="correctness,scaling,ab", help="of correctness, scaling, ab")
+    ap.add_argument("--parts", default="correctness,scaling,ab",
+                    help="of correctness, scaling, ab, projection (the last: FLOP counts, no timing)")
     ap.add_argument("--launcher", choices=("fork", "subprocess"), default="fork",
                     help="fork: ranks are forks of this process (no import cost); subprocess: fresh interpreters")
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of part 1")
     ap.add_argument("--micro", default="1,4,8", help="micro-batches per batch of the scaling study's rows")
     ap.add_argument("--stage-ms", type=float, default=40.0,
                     help="the scaling study's simulated compute per component and mini-batch (ALVIZ_SIM_STAGE_MS)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of the ab part")
+    ap.add_argument("--ab-epochs", type=int, default=8, help="epochs of each run of the ab part")
     ap.add_argument("--gpu", action="store_true", help="the GPU check instead (torchrun, digits, cnn)")
     a = ap.parse_args(argv)
     if a.gpu:
@@ -377,7 +455,7 @@ def main(argv=None) -> int:
         print(json.dumps(res, indent=1))
     else:
         res = run(a.quick, tuple(p.strip() for p in a.parts.split(",")), a.launcher, a.epochs,
-                  tuple(int(m) for m in a.micro.split(",")), a.stage_ms)
+                  tuple(int(m) for m in a.micro.split(",")), a.stage_ms, a.reps, a.ab_epochs)
         print(table(res))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))

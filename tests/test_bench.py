@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,27 @@ def test_suite_quick_runs_every_other_benchmark(tmp_path):
     assert _positive(b["analyze"]["result"]["analyze"]["cold_s"])
     rows = b["parallel"]["result"]["correctness"]["rows"]
     assert rows and all(row["max_weight_diff"] == 0.0 for row in rows if row["mode"].startswith("pipeline"))
+    scaling = {(r_["ranks"], r_["micro_batches"]): r_ for r_ in b["parallel"]["result"]["scaling"]["rows"]}
+    assert scaling[(2, 1)]["ideal_speedup"] == pytest.approx(2 * 8 / (8 + 1 / 3))  # fill: one forward third
+    assert _positive(scaling[(2, 1)]["cores_used"])
+    ab = b["parallel"]["result"]["ab"]["rows"][0]
+    assert _positive(ab["speedup_vs_single1"]["median"]) and _positive(ab["speedup_vs_single2"]["median"])
+    assert {"rank0_cpu_s", "rank1_recv_wait_s", "rank1_io_cpu_s"} <= set(ab["profile"])
+
+
+def test_parallel_projection_known_partition():
+    import importlib.util  # the multi-GPU projection: FLOP counts, no timing
+
+    spec = importlib.util.spec_from_file_location("bench_parallel", ROOT / "bench" / "bench_parallel.py")
+    bp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bp)
+
+    (row,) = bp.projection(models=(("cifar10-resnet20", 32),), ranks=(2, 4))["rows"]
+    assert row["units"] == 1563 and len(row["component_share"]) == 4
+    assert sum(row["component_share"]) == pytest.approx(1.0, abs=2e-3)
+    assert row["ranks"][2]["groups"] == [[1, 2], [3, 4]] and row["ranks"][4]["groups"] == [[1], [2], [3], [4]]
+    assert row["ranks"][4]["bound"] == pytest.approx(1 / max(row["component_share"]), rel=1e-2)
+    assert row["ranks"][4]["speedup"] <= row["ranks"][4]["bound"]
 
 
 def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
@@ -231,3 +253,19 @@ def test_suite_quick_step_and_compare(tmp_path):
     assert c["measures"]["silhouette"]["abs_diff"] < 1e-9 and c["measures"]["class_distances"]["max_rel_diff"] < 1e-9
     assert c["tsne"]["identical"] is True
     assert "| torchvision_fx |" in r.stdout and "plain ms" in r.stdout
+
+
+def test_tsne_schedule_bench_measures_both_schedules_from_the_same_start():
+    sys.path.insert(0, str(ROOT))
+    from bench.bench_tsne_schedule import chain, quality
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    sets = [(e, (rng.normal(0, 4, (3, 8))[y] + rng.normal(0, 1, (60, 8))).astype(np.float32)) for e in (0, 1)]
+    rows = chain(sets, y, perplexity=5.0, seed=0)
+    assert [r["epoch"] for r in rows] == [0, 1] and "short_kl" not in rows[0]
+    assert {"full_kl", "short_kl", "full_knn10", "short_knn10", "full_shift", "short_shift"} <= set(rows[1])
+    # the exact KL of a layout against itself is 0 only for a perfect fit; a random layout is worse
+    Z = sets[1][1]
+    kl_rand, keep_rand = quality(Z, rng.normal(size=(60, 2)), 5.0, 0)
+    assert rows[1]["full_kl"] < kl_rand and rows[1]["full_knn10"] > keep_rand

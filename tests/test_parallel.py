@@ -22,6 +22,8 @@ from alviz.data import load_dataset
 from alviz.errors import UserError
 from alviz.models import create_model
 from alviz.parallel import launch_local, micro_batch_plan, partition
+from alviz.parallel.profile import EpochProfile
+from alviz.parallel.schedule import epoch_time, fill_bubble, ideal_speedup, speedup
 from alviz.train import train
 
 # blobs learns to 100 % in 5 epochs with these settings (chance is 20 %)
@@ -96,6 +98,8 @@ def test_pipeline_two_ranks_trains_like_single_process(tmp_path, blobs, cfg_file
     ref_cols = (ref / "summary.csv").read_text().splitlines()[0].split(",")
     cols = (run / "summary.csv").read_text().splitlines()[0].split(",")
     assert set(ref_cols) <= set(cols) and {"busy_seconds_rank0", "busy_seconds_rank1"} <= set(cols)
+    assert {f"rank{r}_{p}_s" for r in (0, 1) for p in ("compute", "cpu", "io_cpu", "recv_wait", "pack_send",
+                                                        "send_wait")} <= set(cols)  # the per-rank profile
     rows = [r.split(",") for r in (run / "summary.csv").read_text().splitlines()[1:]]
     ref_rows = [r.split(",") for r in (ref / "summary.csv").read_text().splitlines()[1:]]
     for c in ("loss_assoc1", "loss_ae2", "test_acc"):  # same per-component losses, epoch by epoch
@@ -180,6 +184,35 @@ def test_partition_and_micro_batch_plan():
     assert micro_batch_plan(5, 4, 1) == [(0, 4, True), (4, 5, True)]
     with pytest.raises(ValueError, match="one thread only"):  # OpenMP is not fork-safe
         launch_local(["train"], 2, threads=2, fork=True, entry=cli.main)
+
+
+def test_schedule_known_answers():
+    # equal stages of cost 3, handing on after a third: U*c + (K-1)*c/3
+    assert epoch_time([3, 3, 3, 3], 32, 1 / 3) == pytest.approx(32 * 3 + 3 * 1)
+    assert ideal_speedup(4, 32, 1 / 3) == pytest.approx(4 * 32 / (32 + 1))
+    assert speedup([3, 3, 3, 3], 32, 1 / 3) == pytest.approx(ideal_speedup(4, 32, 1 / 3))
+    assert fill_bubble(4, 32, 1 / 3) == pytest.approx(1 / 33) and fill_bubble(1, 8, 0.5) == 0
+    # unequal stages: the slow one paces; stage 0 hands on at 0.5, 1.5, 2.5, 3.5; stage 1 ends at 0.5 + 4*2
+    assert epoch_time([1, 2], 4, 0.5) == pytest.approx(8.5)
+    assert epoch_time([2, 1], 4, 0.5) == pytest.approx(8.0)  # stage 0 ends at 8; stage 1 gets u3 at 7, ends at 8
+    assert speedup([1, 2], 4, 0.5) == pytest.approx(12 / 8.5)
+    assert epoch_time([5], 3, 1.0) == 15 and speedup([5], 3, 0.0) == 1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        epoch_time([1, -1], 2, 0.5)
+
+
+def test_profile_columns_known_answers():
+    prof = torch.tensor([[1.0, 0.5, 0.1, 0.0, 0.2, 0.05], [1.2, 0.4, 0.2, 0.3, 0.0, 0.0]], dtype=torch.float64)
+    row = EpochProfile.columns(prof, EpochProfile.PHASES)
+    assert row["rank0_compute_s"] == pytest.approx(0.75) and row["rank1_compute_s"] == pytest.approx(0.9)
+    assert row["rank0_pack_send_s"] == 0.2 and row["rank1_recv_wait_s"] == 0.3
+    assert row["rank0_cpu_s"] == 0.5 and row["rank1_io_cpu_s"] == 0.2
+    p = EpochProfile(simulated=True)
+    p.start()
+    p.simulate(0.01)
+    p.phase["recv_wait"] += 0.25
+    v = p.vector()
+    assert len(v) == 3 + 4 and v[0] >= 0.01 and v[3] == 0.25 and v[6] >= 0.01  # wall, ..., simulated as slept
 
 
 @pytest.mark.parametrize("variant", ["paper", "iclr2022"])

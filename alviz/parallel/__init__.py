@@ -12,6 +12,10 @@ One file per job::
 
     group.py     the process group, transfers, rank 0's word, failures shared by both modes
     pipeline.py  AL's components as pipeline stages, micro-batches, partitioning
+    stream.py    the micro-batch stream between neighbouring ranks (posted receives, packed sends)
+    profile.py   where a rank's epoch goes (phases, CPU time), the benchmark's simulated compute
+    schedule.py  the schedule as arithmetic: epoch time, ideal speed-up, fill bubble
+    cost.py      each component's estimated cost, the partition by cost
     ddp.py       data-parallel training of AL and BP
     runs.py      ``train_parallel``: an experiment's runs inside one rank (called by the CLI)
     launch.py    ``launch_local``: a stand-in for torchrun on 127.0.0.1 for tests and benchmarks

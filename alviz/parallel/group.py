@@ -195,15 +195,17 @@ class Comm:
         self.wait_s = 0.0
 
     def _out(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device == self.wire and not t.requires_grad and t.is_contiguous():
+            return t  # the pipeline's packed micro-batches: no per-message copies or views
         return t.detach().to(self.wire).contiguous()
 
     def isend(self, t: torch.Tensor, dst: int):
         x = self._out(t)
         return dist.isend(x, dst), x  # keep x alive until the send completes
 
-    def irecv(self, shape, dtype, src: int):
-        buf = torch.empty(shape, dtype=dtype, device=self.wire)
-        return dist.irecv(buf, src), buf
+    def irecv_into(self, buf: torch.Tensor, src: int):
+        """A posted receive into `buf` (on `self.wire`); wait on the returned work."""
+        return dist.irecv(buf, src)
 
     def wait(self, work) -> None:
         t0 = time.perf_counter()

@@ -11,14 +11,14 @@ flows backwards. The result is the same arithmetic as single-process training (s
 docs/PARALLEL.md for why, and the tests that check it). At the end of every epoch rank 0 gathers
 the weights and optimiser state and writes an ordinary run directory.
 
-What this is not: no process group plumbing (``group``), no data parallelism (``ddp``).
+What this is not: no process group plumbing (``group``), no message buffers (``stream``), no profile
+or schedule arithmetic (``profile``, ``schedule``), no data parallelism (``ddp``).
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections import deque
 from pathlib import Path
 
 import torch
@@ -36,6 +36,8 @@ from .cost import component_costs, partition_by_cost
 from .group import (NO_BAD, Comm, DistContext, adam_state_tensors, epoch_loop, fault_injector, init_distributed,
                     is_comm_error, lost_contact, nonfinite_column, progress_bar, run_result, start_run,
                     stop_if_diverged)
+from .profile import EpochProfile
+from .stream import Inbox, Outbox
 
 
 # benchmark hook (ALVIZ_SIM_STAGE_MS): the share of a component's simulated step spent before the
@@ -162,14 +164,13 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
     weights = [(hi - lo) / _mini_batch_len(lo, n, cfg.batch_size) for lo, hi, _ in units]  # means -> batch mean
     # what component mine[0] receives: the previous component's carry (AL: s and t), flattened, then y
     in_shapes = model.carry_shapes(mine[0] - 1, feat) if rank > 0 else []
-    in_dims = [math.prod(sh) for sh in in_shapes]
-    d_in = sum(in_dims)
     keys = [k for i in range(L) for k in model.component_loss_keys(i)]
     k_lo = sum(len(model.component_loss_keys(j)) for j in range(mine[0]))  # our losses' place among keys
     nk = len(keys)
     x_tr = data.x_train.to(device) if rank == 0 else None
     y_tr = data.y_train.to(device) if rank == 0 else None
     fail = fault_injector(rank)
+    amp = _autocast(device, cfg.amp)  # one context, entered once per micro-batch
     bar = progress_bar(ctx, progress, (cfg.epochs - start_epoch) * len(units), "mb",
                        f"{cfg.method} {cfg.arch} pipeline x{K}")
     t_start = time.perf_counter()
@@ -184,16 +185,11 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                 perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
             dist.barrier()
             comm.wait_s = 0.0
-            t0 = time.perf_counter()
-            # where the epoch goes besides computing; "simulated": the benchmark's sleeps
-            phase = dict.fromkeys(("recv_wait", "pack_send", "send_wait") + (("simulated",) if sim_s else ()), 0.0)
-            simulate = _SimulatedCompute(phase)
-            sends: deque = deque()
-            recvs: deque = deque()
-            posted = 0  # micro-batches whose receive is posted: up to WINDOW ahead of the one computed
-            while rank and posted < min(WINDOW, len(units)):
-                recvs.append(comm.irecv((sizes[posted], d_in + 1), torch.float32, rank - 1))
-                posted += 1
+            profile = EpochProfile(simulated=bool(sim_s))  # where the epoch goes besides computing
+            phase, simulate = profile.phase, profile.simulate
+            profile.start()
+            inbox = Inbox(comm, rank - 1, sizes, in_shapes, device, WINDOW, phase) if rank else None
+            outbox = Outbox(comm, rank + 1, WINDOW, phase) if rank < K - 1 else None
             vecs = []  # each micro-batch's own losses, summed at the end of the epoch
             xb_step = None
             for u, (lo, hi, last) in enumerate(units):
@@ -211,35 +207,17 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     if last:
                         xb_step = None
                 else:
-                    work, buf = recvs.popleft()
-                    tw = time.perf_counter()
-                    comm.wait(work)
-                    phase["recv_wait"] += time.perf_counter() - tw
-                    if posted < len(units):  # keep WINDOW receives posted ahead
-                        recvs.append(comm.irecv((sizes[posted], d_in + 1), torch.float32, rank - 1))
-                        posted += 1
-                    buf = buf.to(device, non_blocking=True)
-                    pieces = torch.split(buf[:, :d_in], in_dims, 1)
-                    carry = tuple(c.reshape(hi - lo, *sh) for c, sh in zip(pieces, in_shapes))
-                    ycol = buf[:, d_in:]  # y as float32 (exact), handed on as it came
-                    yb = ycol[:, 0].round().long()
+                    carry, ycol, yb = inbox.get()  # waits for it (recv_wait), posts the one WINDOW ahead
                 local = []
-                with _autocast(device, cfg.amp):
+                with amp:
                     for i in mine:
                         carry, ls = model.stage_losses(i, carry, yb)
                         local += ls
                 sim_unit = sim_s * len(mine) * (hi - lo) / cfg.batch_size
                 if sim_unit:  # a third of a step's compute is the forward pass, before the hand-on
                     simulate(sim_unit * SIM_FORWARD_SHARE)
-                if rank < K - 1:  # hand the micro-batch on before our own backward: the next rank starts now
-                    tp = time.perf_counter()
-                    packed = torch.cat([c.detach().flatten(1).float() for c in carry] + [ycol], 1)
-                    sends.append(comm.isend(packed, rank + 1))
-                    tw = time.perf_counter()
-                    phase["pack_send"] += tw - tp
-                    while len(sends) > WINDOW:
-                        comm.wait(sends.popleft()[0])
-                    phase["send_wait"] += time.perf_counter() - tw
+                if outbox is not None:  # hand the micro-batch on before our own backward: the next rank starts now
+                    outbox.send(carry, ycol)  # packing and posting (pack_send), then at most WINDOW in flight
                 (sum(local[1:], local[0]) * weights[u]).backward()
                 if sim_unit:  # and two thirds the backward pass and update, after it
                     simulate(sim_unit * (1.0 - SIM_FORWARD_SHARE))
@@ -252,23 +230,19 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
                     fail(count)
                 if bar is not None:
                     bar.update(1)
-            tw = time.perf_counter()
-            while sends:
-                comm.wait(sends.popleft()[0])
-            phase["send_wait"] += time.perf_counter() - tw
+            if outbox is not None:
+                outbox.drain()
             sums, bad = _loss_totals(vecs, sizes, k_lo, nk)
-            own_seconds = time.perf_counter() - t0
+            mine_prof = profile.vector()  # [wall, CPU main, CPU other threads, *phases]
             busy = torch.zeros(K, dtype=torch.float64)
-            busy[rank] = own_seconds - comm.wait_s
-            wall = torch.zeros(K, dtype=torch.float64)
-            wall[rank] = own_seconds
-            prof = torch.zeros(len(phase), K, dtype=torch.float64)  # per rank: where its epoch went
-            prof[:, rank] = torch.tensor(list(phase.values()), dtype=torch.float64)
-            stats = comm.all_reduce(torch.cat([sums, busy, wall, prof.flatten()]))
+            busy[rank] = mine_prof[0] - comm.wait_s
+            prof = torch.zeros(K, len(mine_prof), dtype=torch.float64)  # per rank: where its epoch went
+            prof[rank] = mine_prof
+            stats = comm.all_reduce(torch.cat([sums, busy, prof.flatten()]))
             bad_all = comm.all_reduce(bad, dist.ReduceOp.MIN)
-            sums_all, busy, wall = stats[:nk], stats[nk:nk + K], stats[nk + K:nk + 2 * K]
-            prof = stats[nk + 2 * K:].reshape(len(phase), K)
-            train_seconds = float(wall.max())
+            sums_all, busy = stats[:nk], stats[nk:nk + K]
+            prof = stats[nk + K:].reshape(K, len(mine_prof))
+            train_seconds = float(prof[:, 0].max())
             stop_if_diverged(cfg, keys, bad_all, epoch, "micro-batch", run)
             # rank 0 gathers the other ranks' components (weights and optimiser state)
             for r in range(1, K):
@@ -295,35 +269,13 @@ def train_pipeline(cfg: TrainConfig, run_dir, ctx: DistContext | None = None, *,
             nonfinite_column(row, keys, bad_all)
             for r in range(K):
                 row[f"busy_seconds_rank{r}"] = float(busy[r])
-            for r in range(K):  # the per-rank profile: compute (the rest), packing + posting sends, waits
-                for j, name in enumerate(phase):
-                    row[f"rank{r}_{name}_s"] = float(prof[j, r])
-                row[f"rank{r}_compute_s"] = float(wall[r] - prof[:, r].sum())
+            row.update(EpochProfile.columns(prof, profile.names))  # compute, CPU, packing + posting sends, waits
             row["pipeline_idle_fraction"] = 1.0 - float(busy.sum()) / (K * train_seconds) if train_seconds > 0 else 0.0
             history.append(row)
             _set_lrs(full_opt, cfg, mult)
             save_epoch(run, model, full_opt, cfg, meta, history, bar, log, ev["acc"], train_seconds,
                        f", pipeline x{K}")
     return run_result(ctx, run, history, t_start)
-
-
-class _SimulatedCompute:
-    """The benchmark hook's compute (ALVIZ_SIM_STAGE_MS) as sleeps that add up to what is simulated:
-    a sleep that wakes late (on a loaded machine the scheduler adds milliseconds to each) shortens
-    the next, so an epoch's simulated compute is the simulated amount, not that plus the machine's
-    wake-up latency. The time slept is added to `phase["simulated"]`."""
-
-    def __init__(self, phase: dict):
-        self.phase, self.owed = phase, 0.0
-
-    def __call__(self, seconds: float) -> None:
-        self.owed += seconds
-        if self.owed > 0:
-            t = time.perf_counter()
-            time.sleep(self.owed)
-            slept = time.perf_counter() - t
-            self.owed -= slept
-            self.phase["simulated"] += slept
 
 
 def _loss_totals(vecs: list[torch.Tensor], sizes: list[int], k_lo: int, nk: int) -> tuple[torch.Tensor, torch.Tensor]:
