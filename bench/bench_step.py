@@ -22,8 +22,8 @@ same loss and the same weights (recorded as `same_step`). Timings are CPU time o
 interleaved repetition by repetition (plain, alviz, alviz_fused, plain, ...), each repetition the
 mean of a few steps; the median and the range over repetitions are reported. An "epoch" is the step
 time x the steps of 4,000 images (the issue's anchor: the authors' TensorFlow code took about 7.3 s
-an epoch for the MLP and 20 s for the CNN at batch 32 with 2 threads on an idle machine; these are
-quoted, not measured here).
+an epoch for the MLP and 20 s for the CNN at batch 32 with 2 threads on the issue's host; quoted,
+not measured here: bench/bench_anchor.py times that code beside alviz on the same host).
 
 Not a test: nothing here asserts.
 """
