@@ -101,7 +101,7 @@ def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
 def test_suite_rejects_unknown_names():
     r = _run(["bench/run.py", "--only", "trian"])
     assert r.returncode == 2
-    assert "--only: unknown benchmark 'trian'; allowed: train, step, metrics, extract, compare, analyze, parallel, snapshots, viewer" in r.stderr
+    assert "--only: unknown benchmark 'trian'; allowed: train, step, metrics, extract, compare, analyze, script, parallel, snapshots, viewer" in r.stderr
 
 
 def test_gpu_epoch_script_runs_on_cpu(tmp_path):
