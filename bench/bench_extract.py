@@ -165,7 +165,7 @@ def breakdown(n: int | None = None, reps: int = 9) -> dict:
     batch's rows into a reused staging buffer per layer: alviz's copy, no files); `extract`
     (``extract_arrays``: copies, preallocated .npy files, writes); `write` (no model: the same
     bytes written into fresh preallocated files with alviz's writer, from buffers already filled).
-    CPU seconds of the process, medians and ranges."""
+    CPU seconds of the process, medians and ranges (wall-clock medians beside them)."""
     from alviz.extract import capture
     from alviz.extract.writer import _NpyWriter
 
@@ -212,12 +212,13 @@ def breakdown(n: int | None = None, reps: int = 9) -> dict:
 
     fns = {"plain": lambda: _plain(model, x, idx, bs), "hooks": hooked(lambda name, a: None),
            "copy": hooked(copy_sink), "extract": _Extract(model, x, idx, bs, names), "write": _Write()}
-    _, cpu = _alternate(fns, reps)
+    wall, cpu = _alternate(fns, reps)
     out = {"n": len(idx), "batch_size": bs, "layers": names, "reps": reps, "threads": torch.get_num_threads(),
            "bytes": int(sum(r[:1].nbytes for r in rows.values()) * len(idx)), "loadavg_start": os.getloadavg()}
     out["cpu_s"] = {k: statistics.median(v) for k, v in cpu.items()}
     out["cpu_range_s"] = {k: [min(v), max(v)] for k, v in cpu.items()}
     out["all_cpu_s"] = cpu
+    out["wall_s"] = {k: statistics.median(v) for k, v in wall.items()}
     out["loadavg_end"] = os.getloadavg()
     return out
 
@@ -229,7 +230,8 @@ def print_breakdown(b: dict) -> None:
           f"medians [range] of {b['reps']}")
     for k, v in b["cpu_s"].items():
         lo, hi = b["cpu_range_s"][k]
-        print(f"  {k:<8s} {v:7.4f} [{lo:.4f}-{hi:.4f}]  {v / p:5.3f} of plain")
+        print(f"  {k:<8s} {v:7.4f} [{lo:.4f}-{hi:.4f}]  {v / p:5.3f} of plain   (wall {b['wall_s'][k]:.4f} s, "
+              f"{b['wall_s'][k] / b['wall_s']['plain']:.3f})")
     print(f"  load average {b['loadavg_start'][0]:.2f} -> {b['loadavg_end'][0]:.2f}")
 
 
