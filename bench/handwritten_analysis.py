@@ -2,18 +2,18 @@
 
     python bench/handwritten_analysis.py EXP --out DIR [--tsne-jobs N] [--tsne-samples N]
 
-What it does, for every run folder under EXP (the default experiment: al-seed0 and bp-seed0 of the
-MLP on mnist5k), with the libraries a user would call and nothing of alviz's beyond loading the
+What it does, for every run folder under EXP (the default experiment: al-seed0, bp-seed0 and
+bp-authors-seed0 of the MLP on mnist5k), with the libraries a user would call and nothing of alviz's beyond loading the
 trained model and the data set (which stand for the researcher's own model code and data loader):
 1. extract: forward hooks on the same layers `alviz analyze` measures (AL: block1..2, its early-exit
    bridge1, computed by a hook on block1 as alviz does, bridge2, decoder2, decoder1; BP: block1..2,
-   head1..3), outputs kept in lists and concatenated, over the whole test split (the held-out
+   head1..3; the authors' BP likewise), outputs kept in lists and concatenated, over the whole test split (the held-out
    samples) and the training split (the first 5,000 samples at most: mnist5k has 4,000);
 2. measure each layer: silhouette (`sklearn.metrics.silhouette_score` on every test sample), the
    mean intra- and inter-class Euclidean distance and their ratio (`pairwise_distances`, per-class
    means: `class_distances`), 5-NN accuracy (`KNeighborsClassifier`, fitted on the training
    activations) and a linear probe (`StandardScaler` + `LogisticRegression(max_iter=300)`);
-3. embed: t-SNE of every layer on the inference path (the same 10 panels as alviz's grid) on the
+3. embed: t-SNE of every layer on the inference path (the same 15 panels as alviz's grid) on the
    same held-out samples (all, at most --tsne-samples), PCA to 50 dimensions (sklearn), then
    `openTSNE.TSNE(perplexity=30, n_iter=500, initialization="pca", random_state=0, n_jobs)`;
 4. plot with matplotlib: the t-SNE grid (methods x positions) and the inter/intra ratio by layer
@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# module names of the layers, and which of them lie on the inference path (the t-SNE panels)
+# module names of the layers, and which of them lie on the inference path (the t-SNE panels), by
+# family: AL, and BP (the matched BP and the authors' BP, bp-authors, share their module names)
 LAYERS = {"al": {"block1": "blocks.0", "bridge1": "bridges.0", "block2": "blocks.1", "bridge2": "bridges.1",
                  "decoder2": "decoders.1", "decoder1": "decoders.0"},
           "bp": {"block1": "blocks.0", "block2": "blocks.1", "head1": "head.0", "head2": "head.1",
@@ -53,19 +54,25 @@ ON_PATH = {"al": ["block1", "block2", "bridge2", "decoder2", "decoder1"],
            "bp": ["block1", "block2", "head1", "head2", "head3"]}
 
 
+def family(method: str) -> str:
+    return method.split("-")[0]
+
+
 def extract(model, method: str, x, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Every layer's output over x, by forward hooks; AL's early-exit bridge1 is evaluated on
     block1's output by a hook on block1 (a plain forward pass never computes it)."""
     import torch
 
     modules = dict(model.named_modules())
-    kept: dict[str, list] = {name: [] for name in LAYERS[method]}
+    kept: dict[str, list] = {name: [] for name in LAYERS[family(method)]}
     handles = []
-    for name, path in LAYERS[method].items():
+    for name, path in LAYERS[family(method)].items():
         handles.append(modules[path].register_forward_hook(
             lambda m, i, o, name=name: kept[name].append(o.detach().flatten(1).clone())))
-    if method == "al":
-        handles.append(modules["blocks.0"].register_forward_hook(lambda m, i, o: modules["bridges.0"](o)))
+    if family(method) == "al":
+        def run_bridge1(m, i, o):  # returns None: a forward hook's return value would replace block1's output
+            modules["bridges.0"](o)
+        handles.append(modules["blocks.0"].register_forward_hook(run_bridge1))
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             model(x[i:i + batch_size])
@@ -119,10 +126,10 @@ def plot(rows: list[dict], panels: dict, y: np.ndarray, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(ON_PATH)
+    methods = list(dict.fromkeys(m for m, _ in panels))
     fig, axes = plt.subplots(len(methods), 5, figsize=(15, 3 * len(methods)), squeeze=False)
     for r, method in enumerate(methods):
-        for c, name in enumerate(ON_PATH[method]):
+        for c, name in enumerate(ON_PATH[family(method)]):
             ax = axes[r, c]
             if (method, name) in panels:
                 E = panels[(method, name)]
@@ -136,7 +143,7 @@ def plot(rows: list[dict], panels: dict, y: np.ndarray, out: Path) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in methods:
-        pts = [(i, r["ratio"]) for i, name in enumerate(ON_PATH[method], 1) for r in rows
+        pts = [(i, r["ratio"]) for i, name in enumerate(ON_PATH[family(method)], 1) for r in rows
                if r["method"] == method and r["layer"] == name]
         ax.plot(*zip(*pts), marker="o", label=method.upper())
     ax.set_xlabel("position on the inference path")
@@ -152,7 +159,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("exp", type=Path, help="experiment folder (run folders al-seed0, bp-seed0, ...)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--tsne-jobs", type=int, default=-1, help="openTSNE threads [-1: all cores]")
+    p.add_argument("--tsne-jobs", type=int, default=1, help="openTSNE threads [1: openTSNE's default]")
     p.add_argument("--tsne-samples", type=int, default=2000, help="t-SNE points at most [2000]")
     p.add_argument("--train-samples", type=int, default=5000, help="training samples for k-NN and probe [5000]")
     a = p.parse_args(argv)
@@ -177,7 +184,7 @@ def main(argv=None) -> int:
         train = extract(run.model, method, data.x_train[:a.train_samples])
         timing["extract"] += time.perf_counter() - t
         t = time.perf_counter()
-        for name in LAYERS[method]:
+        for name in LAYERS[family(method)]:
             rows.append({"run": run_dir.name, "method": method, "layer": name,
                          **measure(test[name], yte, train[name], ytr)})
         timing["measures"] += time.perf_counter() - t
@@ -187,7 +194,7 @@ def main(argv=None) -> int:
             from sklearn.model_selection import train_test_split
 
             pick, _ = train_test_split(pick, train_size=a.tsne_samples, stratify=yte, random_state=0)
-        for name in ON_PATH[method]:
+        for name in ON_PATH[family(method)]:
             panels[(method, name)] = embed(test[name][pick], a.tsne_jobs)
         timing["tsne"] += time.perf_counter() - t
     t = time.perf_counter()
