@@ -52,6 +52,8 @@ def _once(way: str, exp: Path, tmp: Path, rep: int, quick: bool) -> dict:
     cold = _copy_without_activations(exp, tmp / f"{way}-{rep}" / "in" / exp.name)
     out = tmp / f"{way}-{rep}" / "out"
     wall, cpu = run_timed(_command(way, cold, out, quick))
+    print(f"  {way} repetition {rep + 1}: {wall:.1f} s wall, {cpu:.1f} s CPU (load {loadavg()})", file=sys.stderr,
+          flush=True)
     if way == "script":
         phases = json.loads((out / "timing.json").read_text())
     else:
