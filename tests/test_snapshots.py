@@ -295,10 +295,20 @@ def test_pipeline_and_ddp_keep_snapshots(tmp_path):
 
 # --------------------------------------------------------------------------- analysis of snapshots
 
-def test_analyze_measures_every_snapshot_and_a_rerun_only_new_ones(tmp_path):
+def test_analyze_measures_every_snapshot_and_a_rerun_only_new_ones(tmp_path, monkeypatch):
     import csv as _csv
 
+    import alviz.embed
     from alviz.report import analyze
+
+    calls = []  # (started from another layout?, exaggeration iterations, iterations) of every panel
+    real_tsne = alviz.embed.tsne
+
+    def recording(Z, **kw):
+        calls.append((kw.get("init") is not None, kw["exaggeration_iter"], kw["n_iter"]))
+        return real_tsne(Z, **kw)
+
+    monkeypatch.setattr(alviz.embed, "tsne", recording)
 
     exp = tmp_path / "exp"
     for m in ("al", "bp"):
@@ -328,6 +338,10 @@ def test_analyze_measures_every_snapshot_and_a_rerun_only_new_ones(tmp_path):
     exits0 = [c for c in meta["exit_accuracy"] if c["run"] == "al-seed0" and c["epoch"] == 0]
     assert sorted(c["exit"] for c in exits0) == [0, 1, 2]  # epoch 0 evaluated from the initialisation
     assert (exp / "al-seed0" / "activations" / "blobs-test-epoch0001" / "manifest.json").is_file()
+    # openTSNE's full schedule from PCA (the grid's reference, each strip chain's epoch 0), the short
+    # one for every panel started from another panel's layout
+    assert sorted(set(calls)) == [(False, 250, 500), (True, 125, 250)]
+    assert sum(not c[0] for c in calls) == 3 and len(calls) == 5 + 5 + 2 * 3  # grid: 5 path positions x 2; strip
 
     # the runs continue to epoch 3: epochs 0 and 1 come from the caches, only 2 and 3 are new
     for m in ("al", "bp"):

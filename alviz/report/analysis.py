@@ -19,16 +19,17 @@ from ..errors import UserError
 from ..extract.runs import run_lock
 from ..metrics import MEASURES
 from . import dynamics as dyn
+from .background import Background
 from .document import Doc, files_line, shown_path, write_report
 from .figures import experiment_figures
 from .files import csv_text, locked
 from .measure import RunActivations, aggregate, measure_run
 from .reviewer import reviewer_sections
-from .options import DEFAULT_OUT, DEFAULT_ROOT, TSNE_ITER, TSNE_PCA, Options
+from .options import DEFAULT_OUT, DEFAULT_ROOT, Options
 from .runs import collect_runs, experiment_names, method_order, read_run
 from .study import ExperimentResult, study_groups, write_study
 from .tables import accuracy_summary, fmt, fmt_pm, layer_table, layout_note, measure_defs, published_table, run_table
-from .tsne import TsneJob, blas_share, cores
+from .tsne import TsneJob, blas_share, cores, schedule_note
 from .viewer import thumbnails, viewer_block, viewer_payload
 
 
@@ -75,40 +76,55 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         if dynamic and opts.tsne:  # a wrong --strip-layer is an error before the long work
             dyn.strip_layer(infos, {(i.name, None): acts[i.name] for i in infos}, opts.strip_layer)
         # t-SNE panels (openTSNE releases the GIL) run in worker threads beside the measures, on
-        # half the cores; when the measures are done this thread takes the remaining panels too
+        # half the cores: the grid's panels first, then the strip's chains (planned by this thread
+        # once the snapshots are extracted, before they are measured, so the chains, whose panels
+        # must run one after another, start early); when the measures are done this thread takes
+        # the remaining panels too
         t = time.perf_counter()
         job = TsneJob(infos, acts, opts, cache, log) if opts.tsne else None
+        strip_planned = threading.Event()
+        held_strip: list = [None]
+
+        def panels() -> None:
+            if job is not None:
+                job.work()
+            strip_planned.wait()
+            if held_strip[0] is not None:
+                held_strip[0].work()
+
         n_workers = 0
-        if job is not None and job.todo:
-            n_workers = 1 if opts.tsne_jobs != 1 else max(1, min(cores() // 2, len(job.todo)))
-        workers = [threading.Thread(target=job.work, daemon=True) for _ in range(n_workers)]
-        with blas_share(bool(workers) or (dynamic and opts.tsne)):
+        if opts.tsne and ((job is not None and job.todo) or dynamic):
+            n_workers = 1 if opts.tsne_jobs != 1 else max(1, cores() // 2)
+        workers = [threading.Thread(target=panels, daemon=True) for _ in range(n_workers)]
+        with blas_share(bool(workers)):
             for w in workers:
                 w.start()
             try:
                 for info in infos:
                     rows += measure_run(info, acts[info.name], opts, cache, log, reps_by_run[info.name])
                 t_metrics = time.perf_counter() - t
-                if dynamic:  # every snapshot: extracted and measured here while t-SNE panels run beside
+                if dynamic:  # every snapshot: extracted, the strip planned, then measured here
                     td = time.perf_counter()
-                    dyn_rows, dyn_acts = dyn.measure_snapshots(infos, acts, rows, opts, cache, log)
-                    t_dyn = time.perf_counter() - td
+                    dyn_acts = dyn.snapshot_activations(infos, acts, opts, log)
                     if opts.tsne:
                         layer = dyn.strip_layer(infos, dyn_acts, opts.strip_layer)
                         strip = dyn.StripJob(infos, dyn_acts, layer, opts, cache, log) if layer else None
-                        if strip is not None and strip.todo and opts.tsne_jobs == 1 and cores() >= 2:
-                            workers.append(threading.Thread(target=strip.work, daemon=True))
-                            workers[-1].start()
-                if job is not None and opts.tsne_jobs == 1:
-                    job.work()
-                if strip is not None:
-                    strip.work()
+                        held_strip[0] = strip
+                    strip_planned.set()
+                    dyn_rows = dyn.measure_snapshots(infos, dyn_acts, rows, opts, cache, log)
+                    t_dyn = time.perf_counter() - td
+                strip_planned.set()
+                if opts.tsne_jobs == 1 or not workers:
+                    for j in (job, strip):
+                        if j is not None:
+                            j.work()
             except BaseException:
                 for j in (job, strip):
                     if j is not None:
                         j.cancel()  # the workers stop after their current panel
                 raise
             finally:
+                strip_planned.set()
                 for w in workers:
                     w.join()
         tsne_data = job.result() if job is not None else None
@@ -126,15 +142,18 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
     class_names = [str(c) for c in (manifest.get("class_names") or infos[0].meta.get("class_names")
                                     or range(n_classes))][:n_classes]
     t = time.perf_counter()
-    figs = experiment_figures(whole, infos, tsne_data, class_names, folder, log)
-    figs.update(review["figures"](summary, class_names))
-    review["class_names"][0] = class_names
-    dyn_summary, curves, dyn_figs = [], [], {}
-    if dynamic:
+    dyn_summary, curves, dyn_figs, drawing = [], [], {}, None
+    if dynamic:  # the dynamics figures are drawn in a second process while this one draws the rest
         dyn_summary = aggregate(dyn_rows)
         curves = dyn.exit_curves(infos, opts, log)
         n_seeds = max(sum(1 for i in infos if i.method == m) for m in {i.method for i in infos})
-        dyn_figs = dyn.dynamics_figures(dyn_rows, curves, strip_data, class_names, folder, n_seeds, log)
+        drawing = Background(dyn.dynamics_figures, dyn_rows, curves, strip_data, class_names, folder, n_seeds,
+                             log=log)
+    figs = experiment_figures(whole, infos, tsne_data, class_names, folder, log)
+    figs.update(review["figures"](summary, class_names))
+    review["class_names"][0] = class_names
+    if drawing is not None:
+        dyn_figs = drawing.result()
         write_text_atomic(folder / "dynamics.csv", csv_text(dyn_rows + dyn_summary, dyn.DYNAMICS_COLUMNS))
     t_figs = time.perf_counter() - t
     groups = plots.class_groups(class_names)
@@ -212,8 +231,8 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
     doc.table(*measure_defs())
     doc.p(f"Settings: held-out samples {opts.max_samples or 'all'}; training samples for k-NN/probe "
           f"at most {opts.train_samples}; seed {opts.seed}; t-SNE "
-          + (f"on {tsne_data['n']} points, perplexity {tsne_data['perplexity']:g}, {TSNE_ITER} iterations, "
-             f"PCA to {TSNE_PCA} dimensions first" if tsne_data else "off")
+          + (f"on {tsne_data['n']} points, perplexity {tsne_data['perplexity']:g}, {schedule_note()}"
+             if tsne_data else "off")
           + ". Files: metrics.csv (tidy: one row per run, layer, measure; stat 'value' for a run, "
             "'mean', 'std', 'n', 'ci_low', 'ci_high' over the seeds of a method), metrics.json, "
             "fig_*.pdf/.png.")

@@ -1,7 +1,8 @@
 """Training dynamics of an experiment whose runs keep snapshots (``alviz train --snapshots``).
 
-- ``measure_snapshots``: every snapshot of every run measured like the final checkpoint: the same
-  held-out samples, the same measures, activations extracted once per snapshot
+- ``snapshot_activations`` / ``measure_snapshots``: every snapshot of every run extracted, then
+  measured like the final checkpoint: the same held-out samples, the same measures, activations
+  extracted once per snapshot
   (``RUN/activations/<data>-<split>-epochNNNN/``, reused while the snapshot is unchanged) and
   measures cached per snapshot (``.cache/metrics/<run>/epochNNNN/``), so a re-run after more
   snapshots measures only the new ones. A snapshot of the checkpoint's own epoch is the
@@ -28,9 +29,9 @@ import numpy as np
 from ..errors import UserError
 from ..metrics import MEASURES
 from .files import hash_arrays, prune_cache, save_npy_atomic, slug
-from .options import CACHE_VERSION, TSNE_ITER, TSNE_PCA, Options
+from .options import Options
 from .runs import RunInfo, method_order
-from .tsne import PanelJob
+from .tsne import PanelJob, embed_panel, schedule_settings
 
 #: figure stems of the dynamics (beside ``options.FIGURES``)
 FIGURES = {
@@ -51,17 +52,31 @@ def has_snapshots(infos: list[RunInfo]) -> bool:
     return any(snapshot_epochs(i) for i in infos)
 
 
-def measure_snapshots(infos: list[RunInfo], final_acts: dict, final_rows: list[dict], opts: Options,
-                      cache: Path, log) -> tuple[list[dict], dict]:
-    """(rows with "epoch" for every snapshot of every run, {(run, epoch): RunActivations}).
+def snapshot_activations(infos: list[RunInfo], final_acts: dict, opts: Options, log) -> dict:
+    """{(run, epoch): RunActivations} of every snapshot of every run, extracted (or read back) on
+    the same held-out and training samples as the final checkpoint; the snapshot of the
+    checkpoint's own epoch is the checkpoint's set."""
+    from .measure import RunActivations
+
+    acts: dict[tuple, object] = {}
+    for info in infos:
+        final = info.meta.get("epoch")
+        for e in snapshot_epochs(info):
+            acts[(info.name, e)] = final_acts[info.name] if e == final else RunActivations(info, opts, log, epoch=e)
+    return acts
+
+
+def measure_snapshots(infos: list[RunInfo], acts: dict, final_rows: list[dict], opts: Options, cache: Path,
+                      log) -> list[dict]:
+    """Rows with "epoch" for every snapshot of every run (``acts``: ``snapshot_activations``).
 
     The rows are each layer's measures (stat "value", whole layer): the dynamics show the spread
     over seeds, so a snapshot is measured without bootstrap replicates or per-class rows (which
-    the final checkpoint's own analysis carries)."""
+    the final checkpoint's own analysis carries). The checkpoint's own epoch reuses its rows."""
     from dataclasses import replace
 
     from ..metrics import MEASURES
-    from .measure import RunActivations, measure_run
+    from .measure import measure_run
 
     def whole(rs):
         return [r for r in rs if r.get("class") in (None, "") and r.get("stat", "value") == "value"
@@ -69,18 +84,14 @@ def measure_snapshots(infos: list[RunInfo], final_acts: dict, final_rows: list[d
 
     light = replace(opts, boot=0)
     rows: list[dict] = []
-    acts: dict[tuple, object] = {}
     for info in infos:
         final = info.meta.get("epoch")
         for e in snapshot_epochs(info):
-            if e == final:  # the checkpoint itself: already extracted and measured
-                acts[(info.name, e)] = final_acts[info.name]
+            if e == final:
                 rows += [{**r, "epoch": e} for r in whole(final_rows) if r["run"] == info.name]
-                continue
-            a = RunActivations(info, opts, log, epoch=e)
-            acts[(info.name, e)] = a
-            rows += whole(measure_run(info, a, light, cache, log, epoch=e))
-    return rows, acts
+            else:
+                rows += whole(measure_run(info, acts[(info.name, e)], light, cache, log, epoch=e))
+    return rows
 
 
 def exit_curves(infos: list[RunInfo], opts: Options, log) -> list[dict]:
@@ -184,8 +195,7 @@ class StripJob(PanelJob):
         self.perp = min(opts.perplexity, (len(pick) - 1) / 3.0)
         self.tcache = cache / "tsne-strip"
         self.tcache.mkdir(parents=True, exist_ok=True)
-        self.settings = {"v": CACHE_VERSION, "perplexity": self.perp, "seed": opts.seed, "n_iter": TSNE_ITER,
-                         "pca": TSNE_PCA, "chained": True}
+        self.settings = {**schedule_settings(), "perplexity": self.perp, "seed": opts.seed, "chained": True}
         epochs_all: set[int] = set()
         for info in runs:
             chain = []
@@ -204,8 +214,6 @@ class StripJob(PanelJob):
                      "runs": {i.method: i.name for i in runs}, "n": int(len(pick)), "layer": layer}
 
     def _work(self) -> None:
-        from ..embed import tsne
-
         while True:
             with self.lock:
                 if not self.todo:
@@ -224,8 +232,7 @@ class StripJob(PanelJob):
                         Y = None
                 if Y is None:
                     t = time.perf_counter()
-                    Y = tsne(Z, perplexity=self.perp, seed=self.opts.seed, n_jobs=self.opts.tsne_jobs,
-                             n_iter=TSNE_ITER, pca_dims=TSNE_PCA, init=prev)
+                    Y = embed_panel(Z, self.opts, self.perp, prev)
                     with self.lock:
                         save_npy_atomic(path, Y)
                         prune_cache(self.tcache, prefix, path.name)
@@ -433,5 +440,5 @@ def epoch_table(summary: list[dict], measure: str, epochs: list[int]):
     return head, body
 
 
-__all__ = ["FIGURES", "DYNAMICS_COLUMNS", "epoch_table", "measure_snapshots", "exit_curves", "StripJob", "strip_layer", "dynamics_figures",
+__all__ = ["FIGURES", "DYNAMICS_COLUMNS", "epoch_table", "snapshot_activations", "measure_snapshots", "exit_curves", "StripJob", "strip_layer", "dynamics_figures",
            "strip_viewer_payload", "strip_viewer_block", "has_snapshots", "snapshot_epochs"]

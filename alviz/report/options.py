@@ -35,8 +35,14 @@ FIGURES = {
     "fig_exits": "AL's test accuracy at each exit depth",
     "fig_study": "accuracy and separation across experiments (study reports only)",
 }
-CACHE_VERSION = 3  # 3: t-SNE panels start from the shared reference; layer caches hold bootstrap replicates
+CACHE_VERSION = 4  # 3: t-SNE panels start from the shared reference; 4: the short schedule below
+#: t-SNE schedules, (early-exaggeration iterations, plain iterations): a panel started from PCA
+#: (the grid's reference, a strip's first epoch) runs openTSNE's full default; a panel started from
+#: a neighbouring panel's layout half of it (bench/bench_tsne_schedule.py: same KL divergence and
+#: neighbour preservation within about 1 %, half the time)
+TSNE_EE_ITER = 250
 TSNE_ITER = 500
+TSNE_INIT_SCHEDULE = (125, 250)
 TSNE_PCA = 50
 NEIGHBOURS = 8  # nearest neighbours per point and panel, listed when a point is pinned
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import UserError
 from ..npyfile import load_npy
 from .files import hash_arrays, prune_cache, save_npy_atomic, slug
-from .options import CACHE_VERSION, NEIGHBOURS, TSNE_ITER, TSNE_PCA, Options
+from .options import CACHE_VERSION, NEIGHBOURS, TSNE_EE_ITER, TSNE_INIT_SCHEDULE, TSNE_ITER, TSNE_PCA, Options
 from .runs import RunInfo, method_order
 
 
@@ -39,6 +39,29 @@ def blas_share(active: bool):
 
     with threadpool_limits(limits=max(1, cores() // 2), user_api="blas"):
         yield
+
+
+def schedule_settings() -> dict:
+    """What every cached panel's key holds of the t-SNE settings besides its input and start."""
+    return {"v": CACHE_VERSION, "schedule": [TSNE_EE_ITER, TSNE_ITER], "init_schedule": list(TSNE_INIT_SCHEDULE),
+            "pca": TSNE_PCA}
+
+
+def embed_panel(Z, opts: Options, perplexity: float, init=None) -> np.ndarray:
+    """One report panel: ``alviz.embed.tsne`` with the report's settings; openTSNE's full schedule
+    from PCA, the shorter ``TSNE_INIT_SCHEDULE`` when started from another panel's layout."""
+    from ..embed import tsne
+
+    ee, n = (TSNE_EE_ITER, TSNE_ITER) if init is None else TSNE_INIT_SCHEDULE
+    return tsne(Z, perplexity=perplexity, seed=opts.seed, n_jobs=opts.tsne_jobs, n_iter=n, exaggeration_iter=ee,
+                pca_dims=TSNE_PCA, init=init)
+
+
+def schedule_note() -> str:
+    """The t-SNE schedule in words (the reports' settings lines)."""
+    return (f"{TSNE_EE_ITER} early-exaggeration + {TSNE_ITER} iterations from PCA, {TSNE_INIT_SCHEDULE[0]} + "
+            f"{TSNE_INIT_SCHEDULE[1]} for a panel started from another panel's layout; PCA to {TSNE_PCA} "
+            "dimensions first")
 
 
 class PanelJob:
@@ -117,8 +140,7 @@ class TsneJob(PanelJob):
         tcache = cache / "tsne"
         tcache.mkdir(parents=True, exist_ok=True)
         self.tcache = tcache
-        self.settings = {"v": CACHE_VERSION, "perplexity": self.perp, "seed": opts.seed, "n_iter": TSNE_ITER,
-                         "pca": TSNE_PCA}
+        self.settings = {**schedule_settings(), "perplexity": self.perp, "seed": opts.seed}
         self.items: dict[tuple, tuple] = {}  # (method, position) -> (Z, prefix, what)
         self.neighbours: dict[tuple, np.ndarray] = {}
         self.Z: dict[tuple, np.ndarray] = {}
@@ -192,8 +214,6 @@ class TsneJob(PanelJob):
         return True
 
     def _work(self) -> None:
-        from ..embed import tsne
-
         while True:
             with self.lock:
                 if not self.todo or self.error is not None:
@@ -208,8 +228,7 @@ class TsneJob(PanelJob):
             Z, prefix, what = self.items[k]
             t = time.perf_counter()
             init = None if k == self.ref_key else self.raw[self.ref_key]
-            Y = tsne(Z, perplexity=self.perp, seed=self.opts.seed, n_jobs=self.opts.tsne_jobs,
-                     n_iter=TSNE_ITER, pca_dims=TSNE_PCA, init=init)
+            Y = embed_panel(Z, self.opts, self.perp, init)
             path = self._path(k)
             with self.lock:
                 save_npy_atomic(path, Y)
