@@ -79,6 +79,7 @@ class TrainConfig:
     channels_last: bool = False  # CUDA, conv models: channels-last memory format for weights and inputs
     compile: bool = False  # torch.compile the model's losses (first steps are slower: compilation)
     fused_adam: bool = False  # CPU: fused Adam (one pass per tensor; faster, rounds differently). CUDA: always fused
+    onednn_linear: bool = False  # CPU: nn.Linear products through torch's oneDNN instead of MKL (alviz.onednn)
     # keep the weights of these epochs in RUN/snapshots/ (alviz.snapshots): "0,1,5", "every:N", "log" or
     # None. Each costs one model.safetensors on disk (default MLP: AL 6.9 MB, BP 4.0 MB; `log` keeps 7
     # of 20 epochs: 48 MB and 28 MB per run)
@@ -140,7 +141,7 @@ class TrainConfig:
         if any(not (isinstance(m, (int, float)) and 0.0 < m <= 1.0) for m in self.milestones):
             raise UserError(f"milestones are fractions of training in (0, 1]; received {describe(self.milestones)}")
         check_seed(self.seed, "seed")
-        for name in ("channels_last", "compile", "fused_adam"):
+        for name in ("channels_last", "compile", "fused_adam", "onednn_linear"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise UserError(f"{name} must be true or false; received {v!r}")

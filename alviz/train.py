@@ -199,6 +199,19 @@ def use_channels_last(cfg: TrainConfig, device: torch.device, input_shape) -> bo
     return bool(cfg.channels_last) and device.type == "cuda" and cfg.arch != "mlp" and len(input_shape) == 3
 
 
+def cpu_kernels(model, cfg: TrainConfig, device: torch.device):
+    """`onednn_linear: true` on the CPU: the model's nn.Linear products through oneDNN (alviz.onednn;
+    an opt-in: rounds differently from the default). Elsewhere, or off, the model as it is."""
+    if cfg.onednn_linear and device.type == "cpu":
+        from alviz.onednn import route_linears
+
+        try:
+            route_linears(model)
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
+    return model
+
+
 def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam over the model's parameter groups. On CUDA the fused kernel (one launch per step); on the
     CPU by default the multi-tensor ("foreach") implementation: the same element-wise operations in
@@ -249,7 +262,7 @@ class Result:
 
 def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> TrainConfig:
     """On --resume, the stored config wins except for keys that do not change the result's meaning."""
-    free = {"epochs", "device", "amp", "on_nan", "data_dir", "channels_last", "compile", "fused_adam"}
+    free = {"epochs", "device", "amp", "on_nan", "data_dir", "channels_last", "compile", "fused_adam", "onednn_linear"}
     a, b = stored.to_dict(), cfg.to_dict()
     diff = sorted(k for k in a if k not in free and a[k] != b[k])
     if diff:
@@ -257,7 +270,8 @@ def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> Tr
         raise UserError(f"{run}: cannot resume with a different {k} ({a[k]!r} stored, {b[k]!r} asked); "
                         f"start a new run with --out, or drop the changed option")
     return stored.replace(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, on_nan=cfg.on_nan,
-                          channels_last=cfg.channels_last, compile=cfg.compile, fused_adam=cfg.fused_adam)
+                          channels_last=cfg.channels_last, compile=cfg.compile, fused_adam=cfg.fused_adam,
+                          onednn_linear=cfg.onednn_linear)
 
 
 @dataclass
@@ -378,7 +392,7 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
             log(f"{run}: {restart}; training again from epoch 1 so the run equals a fresh {cfg.epochs}-epoch "
                 "run (its checkpoint is replaced at the end of epoch 1)")
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg, data.input_shape, data.num_classes).to(device)
+    model = cpu_kernels(create_model(cfg, data.input_shape, data.num_classes).to(device), cfg, device)
     channels_last = use_channels_last(cfg, device, data.input_shape)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -500,5 +514,5 @@ def set_threads(n: int | None) -> None:
 
 
 __all__ = ["train", "train_epoch", "EpochStats", "NonFiniteLoss", "evaluate", "resolve_device", "lr_multiplier",
-           "make_optimizer", "compile_losses", "use_channels_last", "Diverged", "Interrupted", "Result",
+           "make_optimizer", "cpu_kernels", "compile_losses", "use_channels_last", "Diverged", "Interrupted", "Result",
            "set_threads", "NAN_CHECK_EVERY", "np"]

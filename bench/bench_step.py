@@ -13,14 +13,17 @@ Three ways to take the same step (forward, local losses, backward, Adam update) 
   reference's weights to the bit): what `alviz train` runs by default.
 - `alviz_fused`: the same with `fused_adam: true` (torch's fused CPU Adam: one pass per tensor; it
   rounds differently, so it is an opt-in).
+- `alviz_onednn`: `fused_adam: true` and `onednn_linear: true` (the Linear products through torch's
+  oneDNN instead of MKL, alviz.onednn; another opt-in: its largest weight difference from
+  `alviz_fused` after one step from the same weights is recorded as `onednn_vs_fused_max_weight_diff`).
 
 Before timing, one step of `plain` and `alviz` from the same weights and batch is checked to give the
 same loss and the same weights (recorded as `same_step`). Timings are CPU time of this process,
 interleaved repetition by repetition (plain, alviz, alviz_fused, plain, ...), each repetition the
 mean of a few steps; the median and the range over repetitions are reported. An "epoch" is the step
 time x the steps of 4,000 images (the issue's anchor: the authors' TensorFlow code took about 7.3 s
-an epoch for the MLP and 20 s for the CNN at batch 32 with 2 threads on an idle machine; these are
-quoted, not measured here).
+an epoch for the MLP and 20 s for the CNN at batch 32 with 2 threads on the issue's host; quoted,
+not measured here: bench/bench_anchor.py times that code beside alviz on the same host).
 
 Not a test: nothing here asserts.
 """
@@ -45,15 +48,16 @@ from bench._common import write_json  # noqa: E402
 
 from alviz.config import TrainConfig  # noqa: E402
 from alviz.models import create_model, resolve_shape_defaults  # noqa: E402
-from alviz.train import make_optimizer  # noqa: E402
+from alviz.train import cpu_kernels, make_optimizer  # noqa: E402
 
 TF_ANCHOR_S = {"mlp": 7.3, "cnn": 20.0}  # the authors' TF code, s per epoch of 4,000 images, batch 32, 2 threads
 EPOCH_IMAGES = 4000
 
 
-def _cfg(arch: str, width: int | None, depth: int | None, batch: int, fused: bool = False) -> TrainConfig:
+def _cfg(arch: str, width: int | None, depth: int | None, batch: int, **options) -> TrainConfig:
+    """The case's AL config; `options`: TrainConfig fields set on top (e.g. fused_adam=True)."""
     return resolve_shape_defaults(TrainConfig(method="al", arch=arch, width=width, depth=depth, activation="elu",
-                                              lr=1e-4, batch_size=batch, device="cpu", fused_adam=fused))
+                                              lr=1e-4, batch_size=batch, device="cpu", **options))
 
 
 class _Plain:
@@ -111,6 +115,21 @@ def _alviz_state(model):
             for p in part.parameters()]
 
 
+# way -> its TrainConfig options; "alviz_onednn": fused Adam and the Linear products through oneDNN
+ALVIZ_WAYS = {"alviz": {}, "alviz_fused": {"fused_adam": True},
+              "alviz_onednn": {"fused_adam": True, "onednn_linear": True}}
+
+
+def make_alviz(arch, width, depth, batch, **options):
+    """An AL model of the case (seed 0, in training mode) and the optimiser `alviz train` makes for it;
+    `options`: TrainConfig fields (a way of ALVIZ_WAYS)."""
+    c = _cfg(arch, width, depth, batch, **options)
+    torch.manual_seed(0)
+    m = cpu_kernels(create_model(c, (1, 28, 28), 10), c, torch.device("cpu"))
+    m.train()
+    return c, m, make_optimizer(m.param_groups(c.lr, c.lr_gh_factor), c, torch.device("cpu"))
+
+
 def _build(arch, width, depth, batch):
     cfg = _cfg(arch, width, depth, batch)
     torch.manual_seed(0)
@@ -118,12 +137,8 @@ def _build(arch, width, depth, batch):
     out = {}
     plain = _Plain(base, cfg.lr)
     out["plain"] = (plain.step, plain.state)
-    for name, fused in (("alviz", False), ("alviz_fused", True)):
-        c = _cfg(arch, width, depth, batch, fused)
-        torch.manual_seed(0)
-        m = create_model(c, (1, 28, 28), 10)
-        m.train()
-        opt = make_optimizer(m.param_groups(c.lr, c.lr_gh_factor), c, torch.device("cpu"))
+    for name, options in ALVIZ_WAYS.items():
+        _, m, opt = make_alviz(arch, width, depth, batch, **options)
         out[name] = (_alviz_step(m, opt), lambda m=m: _alviz_state(m))
     return cfg, out
 
@@ -137,9 +152,13 @@ def bench_case(arch, width, depth, batch, reps, steps_per_rep) -> dict:
     # correctness: one step of plain and alviz from the same weights on the same batch
     l_plain = fns["plain"][0](xs[0], ys[0])
     l_alviz = fns["alviz"][0](xs[0], ys[0])
-    fns["alviz_fused"][0](xs[0], ys[0])
+    for name in ALVIZ_WAYS:
+        if name != "alviz":
+            fns[name][0](xs[0], ys[0])
     same_loss = bool(torch.equal(l_plain.detach(), l_alviz.detach()))
     same_weights = all(torch.equal(a, b) for a, b in zip(fns["plain"][1](), fns["alviz"][1]()))
+    # oneDNN's products against MKL's, both with fused Adam: the largest weight difference after the step
+    onednn_diff = max(float((a - b).abs().max()) for a, b in zip(fns["alviz_onednn"][1](), fns["alviz_fused"][1]()))
     times = {k: [] for k in fns}
     k_step = 1
     for rep in range(reps + 1):  # repetition 0 is a warm-up
@@ -154,18 +173,20 @@ def bench_case(arch, width, depth, batch, reps, steps_per_rep) -> dict:
     steps_epoch = math.ceil(EPOCH_IMAGES / batch)
     row = {"arch": arch, "width": cfg.width, "depth": cfg.depth, "batch": batch, "reps": reps,
            "steps_per_rep": steps_per_rep, "same_step": {"loss": same_loss, "weights": same_weights},
+           "onednn_vs_fused_max_weight_diff": onednn_diff,
            "params": sum(t.numel() for t in fns["alviz"][1]())}
     for name, ts in times.items():
         med = statistics.median(ts)
         row[name] = {"step_cpu_s": med, "min_s": min(ts), "max_s": max(ts), "all_s": ts,
                      "epoch_s": med * steps_epoch}
-    for name in ("alviz", "alviz_fused"):
+    for name in ALVIZ_WAYS:
         ratios = [a / p for a, p in zip(times[name], times["plain"])]
         row[f"{name}_vs_plain"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     return row
 
 
 CASES = ("mlp32", "mlp256", "cnn32", "cnn256")
+MODELS = {"mlp": ("mlp", 1024, 2), "cnn": ("cnn", None, 4)}  # the paper's MNIST MLP and CNN: arch, width, depth
 
 
 def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, cases=CASES, echo=None) -> dict:
@@ -174,8 +195,8 @@ def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, c
     if threads:
         torch.set_num_threads(threads)
     r = reps or 7
-    plan = {"mlp32": ("mlp", 1024, 2, 32, r, 8), "mlp256": ("mlp", 1024, 2, 256, r, 2),
-            "cnn32": ("cnn", None, 4, 32, max(3, r // 2), 3), "cnn256": ("cnn", None, 4, 256, 3, 1)}
+    plan = {"mlp32": (*MODELS["mlp"], 32, r, 8), "mlp256": (*MODELS["mlp"], 256, r, 2),
+            "cnn32": (*MODELS["cnn"], 32, max(3, r // 2), 3), "cnn256": (*MODELS["cnn"], 256, 3, 1)}
     cases = [("mlp", 64, 2, 32, 2, 3)] if quick else [plan[c] for c in cases]
     out = {"quick": quick, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "timer": "process CPU time, interleaved, median over repetitions (range beside it)",
@@ -198,11 +219,12 @@ def table(res: dict) -> str:
              f"steps of {res['epoch_images']} images. Load average {res['loadavg_start'][0]:.1f} at the start, "
              f"{res['loadavg_end'][0]:.1f} at the end.", "",
              "| model | batch | same step (loss, weights) | plain ms | alviz ms | alviz / plain | alviz fused-Adam ms "
-             "| fused / plain | epoch s: plain, alviz, fused | authors' TF s/epoch (b32, 2 threads, idle; quoted) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+             "| fused / plain | fused + oneDNN ms | oneDNN / plain | epoch s: plain, alviz, fused, oneDNN "
+             "| authors' TF s/epoch (b32, 2 threads; the issue's figure from another host) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in res["cases"]:
-        p, a, f = r["plain"], r["alviz"], r["alviz_fused"]
-        ra, rf = r["alviz_vs_plain"], r["alviz_fused_vs_plain"]
+        p, a, f, o = r["plain"], r["alviz"], r["alviz_fused"], r["alviz_onednn"]
+        ra, rf, ro = r["alviz_vs_plain"], r["alviz_fused_vs_plain"], r["alviz_onednn_vs_plain"]
         tf = res["tf_anchor_s_per_epoch"].get(r["arch"]) if r["batch"] == 32 and r["width"] in (1024, 256) else None
         lines.append(
             f"| {r['arch']} n={r['width']} depth {r['depth']} | {r['batch']} | "
@@ -212,7 +234,9 @@ def table(res: dict) -> str:
             f"{ra['median']:.2f} [{ra['min']:.2f}-{ra['max']:.2f}] | "
             f"{f['step_cpu_s'] * 1e3:.1f} [{f['min_s'] * 1e3:.0f}-{f['max_s'] * 1e3:.0f}] | "
             f"{rf['median']:.2f} [{rf['min']:.2f}-{rf['max']:.2f}] | "
-            f"{p['epoch_s']:.1f}, {a['epoch_s']:.1f}, {f['epoch_s']:.1f} | {tf if tf else '-'} |")
+            f"{o['step_cpu_s'] * 1e3:.1f} [{o['min_s'] * 1e3:.0f}-{o['max_s'] * 1e3:.0f}] | "
+            f"{ro['median']:.2f} [{ro['min']:.2f}-{ro['max']:.2f}] | "
+            f"{p['epoch_s']:.1f}, {a['epoch_s']:.1f}, {f['epoch_s']:.1f}, {o['epoch_s']:.1f} | {tf if tf else '-'} |")
     return "\n".join(lines)
 
 
