@@ -14,18 +14,22 @@
    kept: the floor). Reported: the extraction's wall and CPU seconds (median, range) and the
    process's peak RSS above what it held before extracting, at N and 4N samples (flat memory:
    the same peak at both). --quick runs each way once in this process, without the 4N run.
-2. separability: `alviz.metrics.silhouette` against `sklearn.metrics.silhouette_score` on the
-   same points (alviz's subsample cap set above N, so both see every point), and
-   `alviz.metrics.class_distance_stats` (mean intra- and inter-class Euclidean distance) against
-   the same means from `sklearn.metrics.pairwise_distances`: the values and the time ratio.
+2. separability and similarity: `alviz.metrics.silhouette` against
+   `sklearn.metrics.silhouette_score` on the same points (alviz's subsample cap set above N, so
+   both see every point); `alviz.metrics.class_distance_stats` (mean intra- and inter-class
+   Euclidean distance) against the same means from `sklearn.metrics.pairwise_distances`
+   (`handwritten_analysis.class_distances`); `alviz.similarity.cka` against Kornblith et al.'s
+   feature-space debiased linear CKA written out in numpy (`reference_cka`): the values and the
+   time ratio.
 3. t-SNE: `alviz.embed.tsne` (validation, PCA to 50, openTSNE, copy) against openTSNE called
    directly on the same PCA-reduced points with the same settings (perplexity 30, 500
    iterations, PCA initialisation, seed 0, one thread): the embeddings must be identical, the
-   overhead at most 5 %.
+   overhead at most 5 %. Both end to end (alternating, noisy: seconds of t-SNE each) and as
+   alviz's own work: the wall time of its call less the library calls inside it (`_own_work`).
 
 Timings are wall clock with the process's CPU time beside it, on whatever else the machine runs:
 the load average is recorded. The whole `analyze` against a hand-written script is
-bench/bench_analyze.py's job (its `script` figure). Not a test: nothing here asserts.
+bench/bench_script.py's job. Not a test: nothing here asserts.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from bench._common import write_json  # noqa: E402
+from bench.handwritten_analysis import class_distances  # noqa: E402
 
 WAYS = ("forward", "alviz", "hooks_npy", "torchvision_fx")
 LAYERS = ("block1", "block2", "bridge2", "decoder2", "decoder1")  # the AL MLP's on-path layers
@@ -226,9 +231,10 @@ def _points(n: int, d: int, classes: int = 10, seed: int = 0):
 
 
 def bench_measures(quick: bool, reps: int) -> dict:
-    from sklearn.metrics import pairwise_distances, silhouette_score
+    from sklearn.metrics import silhouette_score
 
     from alviz.metrics import class_distance_stats, silhouette
+    from alviz.similarity import cka
 
     n, d = (400, 32) if quick else (2000, 256)
     Z, y = _points(n, d)
@@ -239,25 +245,40 @@ def bench_measures(quick: bool, reps: int) -> dict:
     out["silhouette"] = {"alviz_s": t_a, "sklearn_s": t_s, "ratio": t_a / t_s, "alviz": v_a, "sklearn": float(v_s),
                          "abs_diff": abs(v_a - float(v_s)), "alviz_all_s": ts_a, "sklearn_all_s": ts_s}
 
-    def by_sklearn():  # the same macro means over classes, from the full N x N distance matrix
-        D = pairwise_distances(Z.astype(np.float64))
-        intra, inter = [], []
-        for c in np.unique(y):
-            m = y == c
-            block = D[np.ix_(m, m)]
-            k = int(m.sum())
-            intra.append(block.sum() / (k * (k - 1)))
-            inter.append(D[np.ix_(m, ~m)].mean())
-        return float(np.mean(intra)), float(np.mean(inter))
-
     t_a, ts_a, st = _timed(lambda: class_distance_stats(Z, y), reps)
-    t_s, ts_s, (intra, inter) = _timed(by_sklearn, reps)
+    t_s, ts_s, (intra, inter) = _timed(lambda: class_distances(Z, y), reps)
     a_intra, a_inter = _intra_inter(st)
     out["class_distances"] = {"alviz_s": t_a, "sklearn_s": t_s, "ratio": t_a / t_s,
                               "alviz": [a_intra, a_inter], "sklearn": [intra, inter],
                               "max_rel_diff": max(abs(a_intra - intra) / intra, abs(a_inter - inter) / inter),
                               "alviz_all_s": ts_a, "sklearn_all_s": ts_s}
+
+    # CKA between a layer and a noisy linear map of it (a value well inside (0, 1))
+    rng = np.random.default_rng(2)
+    Y = (np.tanh(Z @ rng.normal(size=(d, d // 2)).astype(np.float32) / np.sqrt(d))
+         + 0.5 * rng.normal(size=(n, d // 2))).astype(np.float32)
+    t_a, ts_a, v_a = _timed(lambda: cka(Z, Y), reps)
+    t_s, ts_s, v_s = _timed(lambda: reference_cka(Z.astype(np.float64), Y.astype(np.float64)), reps)
+    out["cka"] = {"alviz_s": t_a, "reference_s": t_s, "ratio": t_a / t_s, "alviz": float(v_a), "reference": float(v_s),
+                  "abs_diff": abs(float(v_a) - float(v_s)), "alviz_all_s": ts_a, "reference_all_s": ts_s,
+                  "d_y": int(Y.shape[1])}
     return out
+
+
+def reference_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear CKA with the debiased HSIC, in feature space, as Kornblith et al. (2019) give it
+    (their notebook's ``feature_space_linear_cka(debiased=True)``), written out in numpy: centre
+    both, HSIC_u(A, B) = ||A^T B||_F^2 - n/(n-2) r_A.r_B + (sum r_A)(sum r_B)/((n-1)(n-2)) with
+    r the rows' squared norms; CKA = HSIC_u(X, Y) / sqrt(HSIC_u(X, X) HSIC_u(Y, Y))."""
+    X = X - X.mean(0, keepdims=True)
+    Y = Y - Y.mean(0, keepdims=True)
+    n = len(X)
+
+    def hsic(A, B):
+        ra, rb = np.einsum("ij,ij->i", A, A), np.einsum("ij,ij->i", B, B)
+        return np.linalg.norm(A.T @ B) ** 2 - n / (n - 2.0) * ra.dot(rb) + ra.sum() * rb.sum() / ((n - 1) * (n - 2))
+
+    return float(hsic(X, Y) / np.sqrt(hsic(X, X) * hsic(Y, Y)))
 
 
 def _intra_inter(st) -> tuple[float, float]:
@@ -301,7 +322,49 @@ def bench_tsne(quick: bool, reps: int) -> dict:
     ratios = [a / b for a, b in zip(a_ts, d_ts)]
     return {"n": n, "d": d, "n_iter": iters, "reps": reps, "alviz_s": ta, "opentsne_s": td, "overhead": ta / td - 1.0,
             "overhead_per_rep": [x - 1.0 for x in ratios], "identical": bool(np.array_equal(ya, yd)),
-            "alviz_all_s": a_ts, "opentsne_all_s": d_ts}
+            "alviz_all_s": a_ts, "opentsne_all_s": d_ts, "own_work": _own_work(ours, reps)}
+
+
+def _own_work(fn, reps: int) -> dict:
+    """alviz's own work in `fn` (an alviz.embed.tsne call): its wall time less the time spent in
+    the two library calls it shares with the direct way (sklearn's PCA.fit_transform and
+    openTSNE's TSNE.fit, timed by wrapping them), as a fraction of those calls; medians of
+    `reps` calls. Unlike the end-to-end ratio this does not depend on the machine's noise in the
+    seconds of t-SNE both ways spend alike."""
+    from openTSNE import TSNE
+    from sklearn.decomposition import PCA
+
+    inner, depth = [0.0], [0]
+    originals = {(TSNE, "fit"): TSNE.fit, (PCA, "fit_transform"): PCA.fit_transform}
+
+    def timed(f):  # only the outermost call counts (openTSNE's PCA initialisation calls sklearn's PCA)
+        def g(*a, **k):
+            depth[0] += 1
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                depth[0] -= 1
+                if not depth[0]:
+                    inner[0] += time.perf_counter() - t
+        return g
+
+    own, frac = [], []
+    try:
+        for (cls, name), f in originals.items():
+            setattr(cls, name, timed(f))
+        for _ in range(reps):
+            inner[0] = 0.0
+            t = time.perf_counter()
+            fn()
+            total = time.perf_counter() - t
+            own.append(total - inner[0])
+            frac.append((total - inner[0]) / inner[0])
+    finally:
+        for (cls, name), f in originals.items():
+            setattr(cls, name, f)
+    return {"own_s": statistics.median(own), "fraction": statistics.median(frac), "fraction_max": max(frac),
+            "reps": reps}
 
 
 # --------------------------------------------------------------------------- entry points
@@ -337,11 +400,18 @@ def table(res: dict) -> str:
               f"| mean intra/inter-class distance vs sklearn pairwise_distances | {c['alviz_s']:.3f} | {c['sklearn_s']:.3f} "
               f"| {c['ratio']:.2f} | {c['alviz'][0]:.4f}/{c['alviz'][1]:.4f}; {c['sklearn'][0]:.4f}/{c['sklearn'][1]:.4f} "
               f"(max rel diff {c['max_rel_diff']:.1e}) |"]
+    k = m.get("cka")
+    if k:
+        lines.append(f"| linear CKA (debiased) vs Kornblith et al.'s feature-space formula in numpy, against a "
+                     f"{k['d_y']}-wide layer | {k['alviz_s']:.3f} | {k['reference_s']:.3f} | {k['ratio']:.2f} | "
+                     f"{k['alviz']:.6f}; {k['reference']:.6f} (diff {k['abs_diff']:.1e}) |")
     t = res["tsne"]
     lines += ["", f"t-SNE of {t['n']} points x {t['d']} dims (PCA to 50, perplexity 30, {t['n_iter']} iterations, 1 thread): "
               f"alviz.embed.tsne {t['alviz_s']:.2f} s, openTSNE directly {t['opentsne_s']:.2f} s, overhead "
               f"{t['overhead']:+.1%} (per repetition: {', '.join(f'{x:+.1%}' for x in t['overhead_per_rep'])}); "
-              f"embeddings identical: {'yes' if t['identical'] else 'NO'}.",
+              f"embeddings identical: {'yes' if t['identical'] else 'NO'}. alviz's own work around the library "
+              f"calls: {t['own_work']['own_s'] * 1e3:.1f} ms, {t['own_work']['fraction']:.2%} of them (at most "
+              f"{t['own_work']['fraction_max']:.2%} in {t['own_work']['reps']} calls).",
               f"Load average {res['loadavg_start'][0]:.1f} at the start, {res['loadavg_end'][0]:.1f} at the end."]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Benchmark alviz.extract: extraction overhead over a plain forward pass, and memory vs samples.
 
-    python bench/bench_extract.py [--quick] [--json PATH] [--threads N]
+    python bench/bench_extract.py [--quick] [--json PATH] [--threads N] [--breakdown]
 
 Measures, side by side in one run:
 1. speed (CPU): the inner loop of ``extract_run`` (``alviz.extract.extract_arrays``: hooks,
@@ -27,6 +27,10 @@ Measures, side by side in one run:
    10,000), AL MLP of width 256 (a 1-epoch blobs run), one torch thread: with alviz's writer
    (file writes at row offsets) and, for contrast, with a writer that stores through the
    shared mapping (every written page then stays in the process's resident set).
+
+3. ``--breakdown`` (only this): where the AL MLP's extraction time over the plain forward pass goes
+   (the forward with hooks that do nothing, with hooks copying rows into reused buffers, the whole
+   extraction, and the same bytes written to files without a model; see ``breakdown``).
 
 Timings are taken on whatever else the machine runs: the load average is recorded next to them.
 Not a test: nothing here asserts.
@@ -151,6 +155,84 @@ def speed(quick: bool, archs=("mlp", "cnn"), reps: int | None = None, n: int | N
                     row["cpu_ratio_vs_reference"] = cmed["extract"] / cmed["reference"]
                 rows.append(row)
     return rows
+
+
+def breakdown(n: int | None = None, reps: int = 9) -> dict:
+    """Where extraction's time over a plain forward pass goes, for the default AL MLP's on-path
+    layers on mnist5k (all 5,000 samples; batch 256), each loop over the same batches, repetitions
+    alternating: `plain` (model(x)); `hooks` (the same forward with alviz's hooks calling a sink
+    that does nothing: hook dispatch and the detach/pool/cast check); `copy` (the hooks copy each
+    batch's rows into a reused staging buffer per layer: alviz's copy, no files); `extract`
+    (``extract_arrays``: copies, preallocated .npy files, writes); `write` (no model: the same
+    bytes written into fresh preallocated files with alviz's writer, from buffers already filled).
+    CPU seconds of the process, medians and ranges (wall-clock medians beside them)."""
+    from alviz.extract import capture
+    from alviz.extract.writer import _NpyWriter
+
+    data = load_dataset("mnist5k")
+    x, _, _ = data.split("all")
+    idx = np.arange(min(n or len(x), len(x)))
+    bs = 256
+    torch.manual_seed(0)
+    model = create_model(TrainConfig(method="al"), data.input_shape, data.num_classes).eval()
+    names = [e.name for e in layer_catalogue(model) if e.on_path]
+    stage = {}
+
+    def hooked(sink):
+        def f():
+            with torch.no_grad(), capture(model, names, pool="gap", dtype=torch.float32, sink=sink):
+                for xb in _batches(x, idx, bs):
+                    model(xb)
+        return f
+
+    def copy_sink(name, a):
+        buf = stage.get(name)
+        if buf is None:
+            buf = stage[name] = torch.empty((bs,) + tuple(a.shape[1:]))
+        buf[:len(a)].copy_(a)
+
+    hooked(copy_sink)()  # fills `stage`: the row shapes for `write`
+    rows = {k: np.ascontiguousarray(v.numpy()) for k, v in stage.items()}
+
+    class _Write:
+        def setup(self):
+            self.tmp = Path(tempfile.mkdtemp(prefix="alviz-bench-"))
+
+        def __call__(self):
+            ws = [_NpyWriter(self.tmp / f"{k}.npy", len(idx), r.shape[1:], r.dtype, batch_rows=bs)
+                  for k, r in rows.items()]
+            for start in range(0, len(idx), bs):
+                for w, r in zip(ws, rows.values()):
+                    w.write(start, r[:min(bs, len(idx) - start)])
+            for w in ws:
+                w.close()
+
+        def teardown(self):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    fns = {"plain": lambda: _plain(model, x, idx, bs), "hooks": hooked(lambda name, a: None),
+           "copy": hooked(copy_sink), "extract": _Extract(model, x, idx, bs, names), "write": _Write()}
+    wall, cpu = _alternate(fns, reps)
+    out = {"n": len(idx), "batch_size": bs, "layers": names, "reps": reps, "threads": torch.get_num_threads(),
+           "bytes": int(sum(r[:1].nbytes for r in rows.values()) * len(idx)), "loadavg_start": os.getloadavg()}
+    out["cpu_s"] = {k: statistics.median(v) for k, v in cpu.items()}
+    out["cpu_range_s"] = {k: [min(v), max(v)] for k, v in cpu.items()}
+    out["all_cpu_s"] = cpu
+    out["wall_s"] = {k: statistics.median(v) for k, v in wall.items()}
+    out["loadavg_end"] = os.getloadavg()
+    return out
+
+
+def print_breakdown(b: dict) -> None:
+    p = b["cpu_s"]["plain"]
+    print(f"\nwhere extraction's time goes: AL MLP on-path layers ({', '.join(b['layers'])}), {b['n']} samples, "
+          f"batch {b['batch_size']}, {b['bytes'] / 2**20:.1f} MiB written, torch threads {b['threads']}; CPU s, "
+          f"medians [range] of {b['reps']}")
+    for k, v in b["cpu_s"].items():
+        lo, hi = b["cpu_range_s"][k]
+        print(f"  {k:<8s} {v:7.4f} [{lo:.4f}-{hi:.4f}]  {v / p:5.3f} of plain   (wall {b['wall_s'][k]:.4f} s, "
+              f"{b['wall_s'][k] / b['wall_s']['plain']:.3f})")
+    print(f"  load average {b['loadavg_start'][0]:.2f} -> {b['loadavg_end'][0]:.2f}")
 
 
 _CHILD = r"""
@@ -289,11 +371,19 @@ def main(argv=None) -> int:
     p.add_argument("--archs", default="mlp,cnn", help="speed part for these archs (comma-separated; '' skips it)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7; --quick 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    p.add_argument("--breakdown", action="store_true",
+                   help="only the breakdown of the AL MLP's extraction (hooks, copies, writes; see breakdown())")
     p.add_argument("--n", type=int, default=None,
                    help="samples for the speed part (default: MLP 5,000, CNN 1,000; --quick 512 and 128)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.breakdown:
+        b = breakdown(a.n, a.reps or 9)
+        print_breakdown(b)
+        if a.json:
+            Path(a.json).write_text(json.dumps(b, indent=1))
+        return 0
     archs = tuple(x for x in a.archs.split(",") if x)
     res = run(a.quick, archs, a.reps, not a.no_memory, a.n)
     print_table(res)

@@ -66,10 +66,12 @@ def test_suite_quick_train_writes_figures(tmp_path):
 def test_suite_quick_runs_every_other_benchmark(tmp_path):
     # so that none of them can rot (the train benchmark has its own test above)
     out = tmp_path / "res.json"
-    r = _run(["bench/run.py", "--quick", "--only", "metrics,extract,analyze,parallel", "--json", str(out)], timeout=400)
+    r = _run(["bench/run.py", "--quick", "--only", "metrics,extract,analyze,script,parallel", "--json", str(out)],
+             timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     b = json.loads(out.read_text())["benchmarks"]
-    assert {k: v["status"] for k, v in b.items()} == dict.fromkeys(("metrics", "extract", "analyze", "parallel"), "ok")
+    assert {k: v["status"] for k, v in b.items()} == dict.fromkeys(("metrics", "extract", "analyze", "script",
+                                                                     "parallel"), "ok")
     ex = b["extract"]["result"]
     assert {(row["arch"], row["method"], row["layers"]) for row in ex["speed"]} == {
         (a, m, lay) for a in ("mlp", "cnn") for m, lay in (("bp", "all layers"), ("al", "on-path layers"),
@@ -79,6 +81,12 @@ def test_suite_quick_runs_every_other_benchmark(tmp_path):
     assert {r_["writer"] for r_ in runs} == {"file writes", "through mapping"}
     assert all(_positive(r_["peak_rss"]) and r_["bytes_written"] > r_["n"] * 4 for r_ in runs)
     assert _positive(b["analyze"]["result"]["analyze"]["cold_s"])
+    # the hand-written script and alviz analyze agree on every measure both compute (k-NN: sklearn's
+    # default neighbour search against alviz's brute force, the same neighbours)
+    sc = b["script"]["result"]
+    assert set(sc["ways"]) == {"alviz_lean", "script"} and sc["agreement"]["values_compared"] > 0
+    assert all(d < 1e-6 for d in sc["agreement"]["max_rel_diff"].values()), sc["agreement"]
+    assert all(_positive(v["wall_s"]) for v in sc["ways"].values())
     rows = b["parallel"]["result"]["correctness"]["rows"]
     assert rows and all(row["max_weight_diff"] == 0.0 for row in rows if row["mode"].startswith("pipeline"))
     scaling = {(r_["ranks"], r_["micro_batches"]): r_ for r_ in b["parallel"]["result"]["scaling"]["rows"]}
@@ -123,7 +131,7 @@ def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
 def test_suite_rejects_unknown_names():
     r = _run(["bench/run.py", "--only", "trian"])
     assert r.returncode == 2
-    assert "--only: unknown benchmark 'trian'; allowed: train, step, metrics, extract, compare, analyze, parallel, snapshots, viewer" in r.stderr
+    assert "--only: unknown benchmark 'trian'; allowed: train, step, metrics, extract, compare, analyze, script, parallel, snapshots, viewer" in r.stderr
 
 
 def test_gpu_epoch_script_runs_on_cpu(tmp_path):
@@ -251,6 +259,7 @@ def test_suite_quick_step_and_compare(tmp_path):
     assert set(ways) == {"forward", "alviz", "hooks_npy", "torchvision_fx"}
     assert all(ways[w]["same_values_as_alviz"] for w in ("hooks_npy", "torchvision_fx"))
     assert c["measures"]["silhouette"]["abs_diff"] < 1e-9 and c["measures"]["class_distances"]["max_rel_diff"] < 1e-9
+    assert c["measures"]["cka"]["abs_diff"] < 1e-6 and 0 < c["measures"]["cka"]["reference"] < 1
     assert c["tsne"]["identical"] is True
     assert "| torchvision_fx |" in r.stdout and "plain ms" in r.stdout
 

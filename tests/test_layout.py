@@ -15,7 +15,7 @@ LEVELS = {
     "errors": 0, "sampling": 0, "safeio": 0, "schema": 0, "npyfile": 0, "locks": 0,
     "config": 1, "presets": 1, "snapshots": 1, "published": 1, "recipe": 1,
     "data": 2,
-    "models": 3,
+    "models": 3, "onednn": 3,
     "checkpoint": 4,
     "train": 5, "experiment": 5, "parallel": 5, "sweep": 5,
     "extract": 6,
