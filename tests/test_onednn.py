@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alviz.config import TrainConfig, from_dict
-from alviz.errors import UserError
 
 onednn = pytest.importorskip("alviz.onednn")
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch has no oneDNN")
@@ -79,16 +77,3 @@ def test_al_step_with_onednn_matches_the_default_and_keeps_the_state_dict(blobs_
     assert keys[0] == keys[1]
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-
-
-def test_onednn_option_is_checked_and_may_change_on_resume(tmp_path, blobs_cfg):
-    from alviz.train import train
-
-    assert from_dict({"onednn_linear": True}).onednn_linear is True
-    with pytest.raises(UserError, match=r"onednn_linear must be true or false; received 'yes'"):
-        TrainConfig(onednn_linear="yes").validate()
-    run = tmp_path / "r"
-    train(blobs_cfg.replace(epochs=1), run, progress=False, log=lambda *_: None)
-    res = train(blobs_cfg.replace(epochs=2, onednn_linear=True), run, resume=True, progress=False,
-                log=lambda *_: None)
-    assert res.epoch == 2

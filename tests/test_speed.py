@@ -48,15 +48,17 @@ def test_default_cpu_optimizer_is_not_fused(blobs_cfg):
     assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
 
 
-def test_fused_adam_option_is_checked_and_may_change_on_resume(tmp_path, blobs_cfg):
+@pytest.mark.parametrize("option", ["fused_adam", "onednn_linear"])
+def test_cpu_kernel_option_is_checked_and_may_change_on_resume(option, tmp_path, blobs_cfg):
     from alviz.train import train
 
-    assert from_dict({"fused_adam": True}).fused_adam is True
-    with pytest.raises(UserError, match=r"fused_adam must be true or false; received 'yes'"):
-        TrainConfig(fused_adam="yes").validate()
+    assert getattr(from_dict({option: True}), option) is True
+    with pytest.raises(UserError, match=rf"{option} must be true or false; received 'yes'"):
+        TrainConfig(**{option: "yes"}).validate()
     run = tmp_path / "r"
     train(blobs_cfg.replace(epochs=1), run, progress=False, log=lambda *_: None)
-    res = train(blobs_cfg.replace(epochs=2, fused_adam=True), run, resume=True, progress=False, log=lambda *_: None)
+    res = train(blobs_cfg.replace(epochs=2, **{option: True}), run, resume=True, progress=False,
+                log=lambda *_: None)
     assert res.epoch == 2
 
 
