@@ -22,7 +22,7 @@ def _expected():
 def test_result_and_log_lines_are_the_same_in_a_process_or_inline(enabled):
     lines = []
     job = bg.Background(_job, np.arange(5), 2, scale=3.0, log=lines.append, enabled=enabled)
-    assert (job.future is not None) == (enabled and bg._cores() >= 2)
+    assert (job.future is not None) == (enabled and bg.cores() >= 2)
     assert job.result() == _expected()
     assert lines == ["summing 5 values"]
 
@@ -40,7 +40,7 @@ def test_a_process_that_cannot_start_falls_back_to_drawing_inline(monkeypatch):
             raise OSError("no more processes")
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", NoProcesses)
-    monkeypatch.setattr(bg, "_cores", lambda: 2)
+    monkeypatch.setattr(bg, "cores", lambda: 2)
     lines = []
     job = bg.Background(_job, np.arange(5), 2, scale=3.0, log=lines.append)
     assert job.future is None
@@ -59,7 +59,7 @@ def test_a_dead_worker_falls_back_to_drawing_inline(monkeypatch):
         def shutdown(self, **k):
             pass
 
-    monkeypatch.setattr(bg, "_cores", lambda: 1)  # no real process: the broken one is put in place below
+    monkeypatch.setattr(bg, "cores", lambda: 1)  # no real process: the broken one is put in place below
     job = bg.Background(_job, np.arange(5), 2, scale=3.0, log=lambda s: None)
     job.future, job.pool = Dead(), Pool()
     assert job.result() == _expected()

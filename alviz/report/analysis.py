@@ -83,14 +83,13 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
         t = time.perf_counter()
         job = TsneJob(infos, acts, opts, cache, log) if opts.tsne else None
         strip_planned = threading.Event()
-        held_strip: list = [None]
 
         def panels() -> None:
             if job is not None:
                 job.work()
-            strip_planned.wait()
-            if held_strip[0] is not None:
-                held_strip[0].work()
+            strip_planned.wait()  # ``strip`` is assigned below before the event is set
+            if strip is not None:
+                strip.work()
 
         n_workers = 0
         if opts.tsne and ((job is not None and job.todo) or dynamic):
@@ -109,7 +108,6 @@ def analyze_experiment(exp_dir: Path, run_dirs: list[Path], name: str, folder: P
                     if opts.tsne:
                         layer = dyn.strip_layer(infos, dyn_acts, opts.strip_layer)
                         strip = dyn.StripJob(infos, dyn_acts, layer, opts, cache, log) if layer else None
-                        held_strip[0] = strip
                     strip_planned.set()
                     dyn_rows = dyn.measure_snapshots(infos, dyn_acts, rows, opts, cache, log)
                     t_dyn = time.perf_counter() - td

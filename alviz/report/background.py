@@ -13,7 +13,7 @@ What this is not: no pool, no scheduling of several jobs, no drawing.
 """
 from __future__ import annotations
 
-import os
+from .tsne import cores
 
 
 def _run(fn, args, kwargs):
@@ -21,18 +21,11 @@ def _run(fn, args, kwargs):
     return fn(*args, **kwargs, log=lines.append), lines
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 class Background:
     def __init__(self, fn, *args, log=print, enabled: bool = True, **kwargs):
         self.fn, self.args, self.kwargs, self.log = fn, args, kwargs, log
         self.future = self.pool = None
-        if not enabled or _cores() < 2:
+        if not enabled or cores() < 2:
             return
         try:
             import multiprocessing
