@@ -80,6 +80,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's losses (first steps are slower: compilation)
     fused_adam: bool = False  # CPU: fused Adam (one pass per tensor; faster, rounds differently). CUDA: always fused
     onednn_linear: bool = False  # CPU: nn.Linear products through torch's oneDNN instead of MKL (alviz.onednn)
+    # CPU, local rules (al, scpl, dgl) with 2+ components and 2+ torch threads: the components train side by
+    # side in threads of one process (alviz.concurrent); the result equals a 1-thread run's to the bit
+    concurrent: bool = True
     # keep the weights of these epochs in RUN/snapshots/ (alviz.snapshots): "0,1,5", "every:N", "log" or
     # None. Each costs one model.safetensors on disk (default MLP: AL 6.9 MB, BP 4.0 MB; `log` keeps 7
     # of 20 epochs: 48 MB and 28 MB per run)
@@ -141,7 +144,7 @@ class TrainConfig:
         if any(not (isinstance(m, (int, float)) and 0.0 < m <= 1.0) for m in self.milestones):
             raise UserError(f"milestones are fractions of training in (0, 1]; received {describe(self.milestones)}")
         check_seed(self.seed, "seed")
-        for name in ("channels_last", "compile", "fused_adam", "onednn_linear"):
+        for name in ("channels_last", "compile", "fused_adam", "onednn_linear", "concurrent"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise UserError(f"{name} must be true or false; received {v!r}")
@@ -154,6 +157,15 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+
+# How to train, not what: keys that may differ between a stored run or sweep and a request to continue
+# it (alviz.train's --resume, alviz.sweep's --resume); the stored config takes the new values.
+HOW_KEYS = frozenset({"device", "amp", "on_nan", "data_dir", "channels_last", "compile", "fused_adam",
+                      "onednn_linear", "concurrent"})
+# Keys that may differ between a finished run and a new request without it being another run
+# (alviz.experiment's plan): where it ran, and how its threads were used (`concurrent` gives a
+# 1-thread run's result, and the thread count is not part of a run either).
+SAME_RUN_KEYS = frozenset({"device", "amp", "on_nan", "data_dir", "concurrent"})
 
 FLOAT32_MAX = 3.4028234663852886e38
 # float keys: what is allowed (for the message) and the test; NaN and inf are never allowed

@@ -16,13 +16,11 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import locks
-from .config import TrainConfig
+from .config import SAME_RUN_KEYS, TrainConfig
 from .errors import UserError
 from .models import resolve_shape_defaults
 
 DEFAULT_ROOT = Path("checkpoints")
-# keys that may differ between a finished run and a new request without it being another run
-_FREE_KEYS = {"device", "amp", "on_nan", "data_dir"}
 
 
 def experiment_name(cfg: TrainConfig) -> str:
@@ -50,7 +48,7 @@ class Planned:
 
 def _same(a: TrainConfig, b: TrainConfig) -> bool:
     da, db = resolve_shape_defaults(a).to_dict(), resolve_shape_defaults(b).to_dict()
-    return all(da[k] == db[k] for k in da if k not in _FREE_KEYS)
+    return all(da[k] == db[k] for k in da if k not in SAME_RUN_KEYS)
 
 
 def plan(cfg: TrainConfig, methods, seeds, out: Path, *, resume=False, force=False) -> list[Planned]:

@@ -41,7 +41,7 @@ from .presets import RESERVED, Spec, SweepSpec, check_grid, check_methods, check
 FORMAT = "alviz-sweep/1"
 SWEEP_FILE = "sweep.json"
 # keys that may differ between the stored sweep and a request to continue it (how, not what, to train)
-FREE_KEYS = {"device", "amp", "on_nan", "data_dir", "channels_last", "compile", "fused_adam", "onednn_linear"}
+FREE_KEYS = cfgmod.HOW_KEYS
 _HINTS = typing.get_type_hints(TrainConfig)
 
 

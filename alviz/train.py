@@ -31,10 +31,12 @@ import torch
 
 from . import __version__
 from . import checkpoint as ckpt
+from . import concurrent
 from . import locks
 from . import snapshots as snapshot_spec
-from .config import TrainConfig, lr_multiplier, schedule_change
+from .config import HOW_KEYS, TrainConfig, lr_multiplier, schedule_change
 from .data import Data, augment_batch, augment_batch_authors, fixed_order, load_dataset
+from .epochstats import NAN_CHECK_EVERY, EpochStats, NonFiniteLoss, epoch_stats
 from .errors import UserError
 from .models import create_model, resolve_shape_defaults
 from .recipe import TFAdam, split_l2_groups, step_multiplier
@@ -69,7 +71,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise UserError(f"unknown device {spec!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
-NAN_CHECK_EVERY = 50  # steps between the on_nan checks (and between stacks of the recorded losses)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -113,7 +114,7 @@ def run_meta(cfg: TrainConfig, data: Data, augment: bool, device: torch.device) 
         "class_names": data.class_names, "preprocess": data.preprocess, "augment": augment,
         "alviz_version": __version__, "torch_version": torch.__version__,
         "python": platform.python_version(), "device": str(device),
-        "n_train": len(data.y_train), "n_test": len(data.y_test),
+        "n_train": len(data.y_train), "n_test": len(data.y_test), "torch_threads": torch.get_num_threads(),
         **({"data_sha256": data.sha256} if data.sha256 else {}),
     }
 
@@ -262,50 +263,14 @@ class Result:
 
 def _check_resume_config(stored: TrainConfig, cfg: TrainConfig, run: Path) -> TrainConfig:
     """On --resume, the stored config wins except for keys that do not change the result's meaning."""
-    free = {"epochs", "device", "amp", "on_nan", "data_dir", "channels_last", "compile", "fused_adam", "onednn_linear"}
+    free = HOW_KEYS | {"epochs"}
     a, b = stored.to_dict(), cfg.to_dict()
     diff = sorted(k for k in a if k not in free and a[k] != b[k])
     if diff:
         k = diff[0]
         raise UserError(f"{run}: cannot resume with a different {k} ({a[k]!r} stored, {b[k]!r} asked); "
                         f"start a new run with --out, or drop the changed option")
-    return stored.replace(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, on_nan=cfg.on_nan,
-                          channels_last=cfg.channels_last, compile=cfg.compile, fused_adam=cfg.fused_adam,
-                          onednn_linear=cfg.onednn_linear)
-
-
-@dataclass
-class EpochStats:
-    """What one epoch of `train_epoch` recorded: sample-weighted loss sums, correct predictions,
-    samples seen, and for every loss that became NaN/inf the first (0-based) step where it did."""
-
-    keys: list[str]
-    sums: list[float]
-    correct: int
-    n: int
-    first_bad: dict[str, int]
-
-
-class NonFiniteLoss(Exception):
-    """Raised by `train_epoch` (with `on_nan='stop'`) at the first check that sees a NaN/inf loss."""
-
-    def __init__(self, stats: EpochStats):
-        super().__init__(f"non-finite loss(es): {stats.first_bad}")
-        self.stats = stats
-
-
-def _epoch_stats(keys, blocks, batch_sizes, correct) -> EpochStats:
-    """Sums and first non-finite steps from the recorded (steps, K) blocks, on the host, in the order
-    of a per-step running float64 sum (`sum += float64(loss) * batch_size`)."""
-    sums = [0.0] * len(keys)
-    first_bad: dict[str, int] = {}
-    rows = torch.cat(blocks).double().tolist() if blocks else []
-    for step, (row, nb) in enumerate(zip(rows, batch_sizes)):
-        for j, v in enumerate(row):
-            sums[j] += v * nb
-            if not math.isfinite(v) and keys[j] not in first_bad:
-                first_bad[keys[j]] = step
-    return EpochStats(list(keys), sums, correct, sum(batch_sizes[:len(rows)]), first_bad)
+    return stored.replace(**{k: getattr(cfg, k) for k in free})
 
 
 def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, *, batch_size: int,
@@ -353,13 +318,13 @@ def train_epoch(model, opt, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor
             blocks.append(torch.stack(vecs))
             vecs = []
             if on_nan == "stop" and not bool(torch.isfinite(blocks[-1]).all()):
-                raise NonFiniteLoss(_epoch_stats(keys, blocks, batch_sizes, 0))
+                raise NonFiniteLoss(epoch_stats(keys, blocks, batch_sizes, 0))
         if bar is not None:
             bar.update(1)
         if step_hook is not None:
             step_hook(step)
     correct = int((torch.cat(preds) == y.index_select(0, perm)).sum()) if preds else 0
-    return _epoch_stats(keys or [], blocks, batch_sizes, correct)
+    return epoch_stats(keys or [], blocks, batch_sizes, correct)
 
 
 def train(cfg: TrainConfig, run_dir, *, resume: bool = False, data: Data | None = None,
@@ -413,9 +378,14 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
         if start_epoch >= cfg.epochs:
             log(f"{run}: already trained for {start_epoch} epoch(s); nothing to do")
             return Result.from_history(run, history, 0.0)
+    workers = None
+    if concurrent.eligible(model, cfg, device, torch.get_num_threads()):
+        workers = concurrent.ComponentThreads(model, opt, data.input_shape, cfg.batch_size, torch.get_num_threads())
     run.mkdir(parents=True, exist_ok=True)
 
     meta = run_meta(cfg, data, augment, device)
+    if workers is not None:  # which components trained side by side (1-based), one list per thread
+        meta["component_threads"] = [[i + 1 for i in part] for part in workers.parts]
 
     x_tr = data.x_train.to(device)
     if channels_last:
@@ -446,18 +416,26 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
             perm, aug_gen = epoch_order(cfg.seed, epoch, n, device, augment)
             if order is not None:  # shuffle: false, the same order every epoch
                 perm = order
-            lr_hook = None
+            lr_hook = step_lrs = None
             if cfg.schedule == "authors":  # per step over the whole run, as the authors' lr_scheduling
-                def lr_hook(s, base=epoch * steps, total=steps * cfg.epochs):
-                    set_lrs(opt, base_lrs, step_multiplier(base + s, total))
+                def step_lrs(s, base=epoch * steps, total=steps * cfg.epochs):
+                    return [b * step_multiplier(base + s, total) for b in base_lrs]
+
+                def lr_hook(s, rates=step_lrs):
+                    for g, lr in zip(opt.param_groups, rates(s)):
+                        g["lr"] = lr
                 mult = step_multiplier(epoch * steps + steps - 1, steps * cfg.epochs)  # logged: the last step's
             t0 = time.perf_counter()
             try:
                 hook = (lambda s, base=epoch * steps: ckpt.fault("step", base + s + 1)) if faults else None
-                st = train_epoch(model, opt, x_tr, y_tr, perm, batch_size=bs, losses_fn=losses_fn,
-                                 aug_gen=aug_gen, amp=cfg.amp, on_nan=cfg.on_nan,
-                                 channels_last=channels_last, bar=bar, step_hook=hook,
-                                 augment_fn=augment_fn, lr_hook=lr_hook)
+                if workers is not None:
+                    st = workers.train_epoch(x_tr, y_tr, perm, batch_size=bs, aug_gen=aug_gen, on_nan=cfg.on_nan,
+                                             bar=bar, step_hook=hook, augment_fn=augment_fn, step_lrs=step_lrs)
+                else:
+                    st = train_epoch(model, opt, x_tr, y_tr, perm, batch_size=bs, losses_fn=losses_fn,
+                                     aug_gen=aug_gen, amp=cfg.amp, on_nan=cfg.on_nan,
+                                     channels_last=channels_last, bar=bar, step_hook=hook,
+                                     augment_fn=augment_fn, lr_hook=lr_hook)
             except NonFiniteLoss as e:
                 _diverged(e.stats.keys, e.stats.first_bad, epoch, run)
             train_seconds = time.perf_counter() - t0

@@ -7,6 +7,30 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def poison_al_loss(monkeypatch, component: int, loss: str, when) -> None:
+    """Make AL's loss `loss` ("assoc" or "ae") of component `component` (0-based) NaN in the training
+    forward passes k (1-based, counted per component) for which `when(k)` holds. It patches the one
+    place both training loops (alviz.train's and alviz.concurrent's threads) compute a component, so
+    the step it hits is the same in both (the cost probe, in eval mode, is not counted)."""
+    from alviz.models.associated import ALModel
+
+    real = ALModel._component
+    calls = [0]
+
+    def poisoned(self, i, s_prev, t_prev, y):
+        s, t, b, assoc, ae = real(self, i, s_prev, t_prev, y)
+        if i == component and self.training and torch.is_grad_enabled():
+            calls[0] += 1
+            if when(calls[0]):
+                if loss == "assoc":
+                    assoc = assoc * float("nan")
+                else:
+                    ae = ae + (ae * float("nan")).detach()  # a NaN value; its gradient stays finite
+        return s, t, b, assoc, ae
+
+    monkeypatch.setattr(ALModel, "_component", poisoned)
+
+
 @pytest.fixture
 def blobs_cfg():
     from alviz.config import TrainConfig

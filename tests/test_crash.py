@@ -29,7 +29,6 @@ import alviz
 from alviz import checkpoint as ckpt
 from alviz.cli import main
 from alviz.extract import load_activations
-from alviz.models.associated import ALModel
 
 EPOCHS = 4  # 200 training samples / batch 20 = 10 steps per epoch
 
@@ -184,6 +183,31 @@ def test_ctrl_c_exits_130_with_one_line_and_resume_completes(background, npz, re
     assert_same_weights(weights(run), reference)
 
 
+THREADED = {"threads-kill": "step:15", "threads-ctrl-c": "step:25:sigint"}
+
+
+@pytest.mark.parametrize("name", list(THREADED))
+def test_component_threads_stopped_then_resumed_equal_the_uninterrupted_one_thread_run(background, name, npz,
+                                                                                      reference, cli_main):
+    proc, exp = background[name]
+    run = exp / "al-seed0"
+    code, out, err = proc.finish()
+    if name == "threads-kill":
+        assert code == -signal.SIGKILL, err
+        assert recovered_epoch(run, run.parent / "look") == 1
+        ckpt.recover(run)
+    else:
+        assert code == 130, err
+        line = one_line(err)  # Ctrl-C reaches the main thread while the workers run: one line, no traceback
+        assert line.startswith("alviz: interrupted during epoch 3;") and "--resume" in line
+        assert ckpt.read_meta(run)["epoch"] == 2
+    meta = ckpt.read_meta(run)
+    assert meta["component_threads"] == [[1], [2]] and meta["torch_threads"] == 2
+    assert cli_main(train_args(npz, exp, "--resume", "--threads", "2")) == 0
+    assert ckpt.read_meta(run)["status"] == "complete"
+    assert_same_weights(weights(run), reference)  # the 1-thread sequential run's weights, to the bit
+
+
 class _HalfThenFull:
     """A file whose write stores half the bytes, then fails as a full disk does."""
 
@@ -234,19 +258,9 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(npz, reference, t
 @pytest.fixture
 def nan_from_step_16(monkeypatch):
     """AL's assoc2 loss becomes NaN from training step 16 on (epoch 2, step 6)."""
-    real = ALModel.losses
-    calls = []
+    from conftest import poison_al_loss
 
-    def losses(self, x, y):
-        out, scores = real(self, x, y)
-        calls.append(1)
-        if len(calls) >= 16:
-            out = dict(out)
-            out["assoc2"] = out["assoc2"] * float("nan")
-            out["loss"] = sum(v for k, v in out.items() if k != "loss")
-        return out, scores
-
-    monkeypatch.setattr(ALModel, "losses", losses)
+    poison_al_loss(monkeypatch, 1, "assoc", lambda k: k >= 16)
 
 
 def test_diverging_run_stops_naming_component_epoch_step(npz, tmp_path, capsys, nan_from_step_16):
@@ -288,6 +302,9 @@ def background(npz, tmp_path_factory, cli_main):
     procs = {"ctrl-c": (Cli(train_args(npz, root / "int"), root / "log-int", fault="step:25:sigint"), root / "int")}
     for i, fault in enumerate(KILLS):
         procs[fault] = (Cli(train_args(npz, root / f"kill{i}"), root / f"log-kill{i}", fault=fault), root / f"kill{i}")
+    for name, fault in THREADED.items():  # the same run with its 2 components in 2 threads (alviz.concurrent)
+        procs[name] = (Cli(train_args(npz, root / name, "--threads", "2"), root / f"log-{name}", fault=fault),
+                       root / name)
     for k in (1, 2):
         procs[f"analyze{k}"] = (Cli(["analyze", str(exp), *ANALYZE, "--out", str(root / "reports")],
                                     root / f"log-an{k}"), exp)

@@ -193,7 +193,8 @@ def test_lr_at_95_percent_of_training_is_0_0005_base(blobs_cfg, tmp_path, monkey
         return real(model, opt, *a, **kw)
 
     monkeypatch.setattr(tr, "train_epoch", spy)
-    cfg = blobs_cfg.replace(schedule=None, recipe="authors", epochs=20, lr=1e-2)
+    # the sequential loop's lr_hook; the component threads take the same rates (tests/test_concurrent.py)
+    cfg = blobs_cfg.replace(schedule=None, recipe="authors", epochs=20, lr=1e-2, concurrent=False)
     res = tr.train(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     steps = len(seen)
     assert steps == 20 * math.ceil(960 / 32)
@@ -207,6 +208,7 @@ def test_lr_at_95_percent_of_training_is_0_0005_base(blobs_cfg, tmp_path, monkey
 
 def test_unshuffled_order_is_identical_every_epoch(blobs_cfg, tmp_path, monkeypatch):
     import alviz.train as tr
+    from alviz.concurrent import ComponentThreads
 
     perms = []
     real = tr.train_epoch
@@ -215,7 +217,14 @@ def test_unshuffled_order_is_identical_every_epoch(blobs_cfg, tmp_path, monkeypa
         perms.append(perm.clone())
         return real(model, opt, x, y, perm, **kw)
 
+    real_threads = ComponentThreads.train_epoch
+
+    def spy_threads(self, x, y, perm, **kw):  # AL on 2 threads: its components train side by side
+        perms.append(perm.clone())
+        return real_threads(self, x, y, perm, **kw)
+
     monkeypatch.setattr(tr, "train_epoch", spy)
+    monkeypatch.setattr(ComponentThreads, "train_epoch", spy_threads)
     tr.train(blobs_cfg.replace(shuffle=False), tmp_path / "a", progress=False, log=lambda *_: None)
     assert len(perms) == 3 and all(torch.equal(p, perms[0]) for p in perms)
     assert torch.equal(perms[0], torch.arange(len(perms[0])))  # blobs come mixed: their own order

@@ -82,41 +82,27 @@ def test_resume_refuses_a_changed_config(tmp_path, blobs_cfg):
         train(blobs_cfg.replace(width=32), tmp_path / "r", resume=True, progress=False, log=lambda *_: None)
 
 
-def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, blobs_cfg, monkeypatch):
-    from alviz.models.associated import ALModel
+@pytest.mark.parametrize("concurrent", [True, False], ids=["component-threads", "sequential"])
+def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, blobs_cfg, monkeypatch, concurrent):
+    from conftest import poison_al_loss
 
-    calls = {"n": 0}
-    orig = ALModel.losses
-
-    def poisoned(self, x, y):
-        calls["n"] += 1
-        out, scores = orig(self, x, y)
-        if calls["n"] == 35:  # epoch 2 (30 steps per epoch), step 5
-            out["assoc2"] = out["assoc2"] * float("nan")
-            out["loss"] = out["loss"] + out["assoc2"]
-        return out, scores
-
-    monkeypatch.setattr(ALModel, "losses", poisoned)
+    poison_al_loss(monkeypatch, 1, "assoc", lambda k: k == 35)  # epoch 2 (30 steps per epoch), step 5
     with pytest.raises(Diverged, match=r"loss assoc2 became NaN/inf at epoch 2, step 5"):
-        train(blobs_cfg, tmp_path / "r", progress=False, log=lambda *_: None)
+        train(blobs_cfg.replace(concurrent=concurrent), tmp_path / "r", progress=False, log=lambda *_: None)
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert meta["epoch"] == 1
+    assert ("component_threads" in meta) == concurrent  # the test process runs 2 torch threads (conftest)
     w = _weights(tmp_path / "r")
     assert all(torch.isfinite(v).all() for v in w.values())
 
 
-def test_on_nan_continue(tmp_path, blobs_cfg, monkeypatch):
-    from alviz.models.associated import ALModel
+@pytest.mark.parametrize("concurrent", [True, False], ids=["component-threads", "sequential"])
+def test_on_nan_continue(tmp_path, blobs_cfg, monkeypatch, concurrent):
+    from conftest import poison_al_loss
 
-    orig = ALModel.losses
-
-    def poisoned(self, x, y):
-        out, scores = orig(self, x, y)
-        out["ae1"] = out["ae1"] + float("inf") * 0 * out["ae1"]  # NaN, no gradient blow-up of others
-        return out, scores
-
-    monkeypatch.setattr(ALModel, "losses", poisoned)
-    train(blobs_cfg.replace(on_nan="continue", epochs=1), tmp_path / "r", progress=False, log=lambda *_: None)
+    poison_al_loss(monkeypatch, 0, "ae", lambda k: True)
+    train(blobs_cfg.replace(on_nan="continue", epochs=1, concurrent=concurrent), tmp_path / "r", progress=False,
+          log=lambda *_: None)
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert meta["history"][0]["nonfinite_losses"].startswith("ae1")
 

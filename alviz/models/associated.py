@@ -11,6 +11,8 @@ and every parameter still gets exactly its own component's gradient. The model o
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -157,18 +159,36 @@ class ALModel(nn.Module):
         s, t, _, assoc, ae = self._component(i, carry[0], carry[1], y)
         return (s, t), [assoc, ae]
 
+    def score_snapshot(self, i: int):
+        """What the batch's class scores need of component i (0-based) as it stands now, before its
+        update: a copy of h_i for every component but the last (the scores run through h_L ... h_1, and
+        alviz.concurrent decodes a batch after upstream components have stepped); None for the last."""
+        return None if i == self.depth - 1 else copy.deepcopy(self.decoders[i])
+
+    def last_stage(self, carry, y: torch.Tensor, decoders):
+        """The last component from what the previous one handed on: (its carry, [its losses], the
+        batch's class scores h_1(...h_L(b_L(s_L)))), with `decoders[j]` standing for h_{j+1}, j < L - 1
+        (the live modules, or `score_snapshot` copies taken at this batch's forward pass)."""
+        i = self.depth - 1
+        s, t, b, assoc, ae = self._component(i, carry[0], carry[1], y)
+        with torch.no_grad():
+            scores = self.decoders[i](b.detach())
+            for j in reversed(range(i)):
+                scores = decoders[j](scores)
+        return (s, t), [assoc, ae], scores
+
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The local losses (`assoc{i}`, `ae{i}`), their sum under `loss`, and the class scores of
-        the batch along the inference path (computed without gradient, for running accuracy)."""
-        s, t = x, F.one_hot(y, self.num_classes).to(x.dtype)
+        the batch along the inference path (computed without gradient, for running accuracy):
+        `stage_losses` of every component but the last, then `last_stage` with the live decoders."""
+        carry = self.initial_carry(x, y)
         out: dict[str, torch.Tensor] = {}
+        for i in range(self.depth - 1):
+            carry, (out[f"assoc{i + 1}"], out[f"ae{i + 1}"]) = self.stage_losses(i, carry, y)
+        _, (assoc, ae), scores = self.last_stage(carry, y, self.decoders)
+        out[f"assoc{self.depth}"], out[f"ae{self.depth}"] = assoc, ae
         total = 0.0
-        for i in range(self.depth):
-            s, t, b, assoc, ae = self._component(i, s, t, y)
-            out[f"assoc{i + 1}"] = assoc
-            out[f"ae{i + 1}"] = ae
-            total = total + assoc + ae
+        for v in out.values():
+            total = total + v
         out["loss"] = total
-        with torch.no_grad():
-            scores = self.decode(b.detach(), self.depth)
         return out, scores

@@ -148,11 +148,20 @@ class DGLModel(OneGroupNet):
         s, _, ce = self._stage(i, carry[0], y)
         return (s,), [ce]
 
+    def score_snapshot(self, i: int):
+        """The scores are the last auxiliary classifier's: nothing of component i is needed."""
+        return None
+
+    def last_stage(self, carry, y: torch.Tensor, snapshots=None):
+        """The last component's `stage_losses` and the batch's class scores a_L(s_L)."""
+        s, logits, ce = self._stage(self.depth - 1, carry[0], y)
+        return (s,), [ce], logits.detach()
+
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """`ce{i}` per component, their sum under `loss`; the last classifier's scores of the batch."""
-        s, out = x, {}
-        for i in range(self.depth):
-            s, logits, ce = self._stage(i, s, y)
-            out[f"ce{i + 1}"] = ce
+        carry, out = self.initial_carry(x, y), {}
+        for i in range(self.depth - 1):
+            carry, (out[f"ce{i + 1}"],) = self.stage_losses(i, carry, y)
+        _, (out[f"ce{self.depth}"],), scores = self.last_stage(carry, y)
         out["loss"] = sum(out.values())
-        return out, logits.detach()
+        return out, scores

@@ -120,14 +120,25 @@ class SCPLModel(OneGroupNet):
             out.append(F.cross_entropy(self.classify(s.detach()), y))
         return (s,), out
 
+    def score_snapshot(self, i: int):
+        """The scores read only the head, the last component's: nothing of component i is needed."""
+        return None
+
+    def last_stage(self, carry, y: torch.Tensor, snapshots=None):
+        """The last component's `stage_losses` and the batch's class scores head(s_L)."""
+        carry, out = self.stage_losses(self.depth - 1, carry, y)
+        with torch.no_grad():
+            scores = self.classify(carry[0].detach())
+        return carry, out, scores
+
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """`cl{i}` per component, `ce` of the head, their sum under `loss`; the batch's class scores."""
         carry = self.initial_carry(x, y)
         out: dict[str, torch.Tensor] = {}
-        for i in range(self.depth):
+        for i in range(self.depth - 1):
             carry, ls = self.stage_losses(i, carry, y)
             out.update(zip(self.component_loss_keys(i), ls))
+        _, ls, scores = self.last_stage(carry, y)
+        out.update(zip(self.component_loss_keys(self.depth - 1), ls))
         out["loss"] = sum(out.values())
-        with torch.no_grad():
-            scores = self.classify(carry[0].detach())
         return out, scores
