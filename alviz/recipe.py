@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from .adam import InPlaceAdam
+
 # key -> value under each recipe
 RECIPE_KEYS: dict[str, dict[str, object]] = {
     "init": {"alviz": "torch", "authors": "he-normal"},
@@ -126,13 +128,14 @@ def total_steps(n: int, batch_size: int, epochs: int) -> int:
 
 # --------------------------------------------------------------------------- optimiser
 
-class TFAdam(torch.optim.Adam):
+class TFAdam(InPlaceAdam):
     """Adam with TensorFlow 1's placement of epsilon (`adam_eps: tf`).
 
     TF's AdamOptimizer: w -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);
     PyTorch's: w -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps). They are the same update
     when PyTorch's eps is eps_tf / sqrt(1 - b2^t), which this sets before every step (30x larger
-    than 1e-8 at step 1, back to it after a few thousand steps). Everything else is torch's Adam."""
+    than 1e-8 at step 1, back to it after a few thousand steps). Everything else is torch's Adam
+    (taken in place on the CPU: alviz.adam)."""
 
     def __init__(self, params, eps: float = 1e-8, **kw):
         super().__init__(params, eps=eps, **kw)

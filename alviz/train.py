@@ -39,6 +39,7 @@ from .data import Data, augment_batch, augment_batch_authors, fixed_order, load_
 from .epochstats import NAN_CHECK_EVERY, EpochStats, NonFiniteLoss, epoch_stats
 from .errors import UserError
 from .models import create_model, resolve_shape_defaults
+from .adam import InPlaceAdam
 from .recipe import TFAdam, split_l2_groups, step_multiplier
 
 
@@ -215,10 +216,10 @@ def cpu_kernels(model, cfg: TrainConfig, device: torch.device):
 
 def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam over the model's parameter groups. On CUDA the fused kernel (one launch per step); on the
-    CPU by default the multi-tensor ("foreach") implementation: the same element-wise operations in
-    the same order as the reference single-tensor loop, so the same weights to the bit (tested), with
-    one call per operation for all tensors instead of one per tensor (an AL MLP, with its bridges and
-    decoders, has dozens). `fused_adam: true` takes the fused kernel on the CPU too: one pass over
+    CPU by default the multi-tensor ("foreach") arithmetic: the same element-wise operations in the
+    same order as the reference single-tensor loop, so the same weights to the bit (tested), taken in
+    place into buffers kept between steps (alviz.adam.InPlaceAdam: no parameter-sized temporaries).
+    `fused_adam: true` takes the fused kernel on the CPU too: one pass over
     each tensor instead of about ten, no temporaries (1.5-1.7x faster AL steps at batch 32 for the
     paper's n = 1,024 MLP, BENCHMARKS.md), but it rounds differently (weights differ in the last
     bits after a step, so a run is no longer the reference's to the bit). `optimizer: sgd`: SGD
@@ -228,7 +229,7 @@ def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.opti
     if getattr(cfg, "optimizer", "adam") == "sgd":  # SGD with momentum (DGL's reference code)
         kw = {"foreach": True} if device.type != "cuda" else {"fused": True}
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
-    adam = TFAdam if cfg.adam_eps == "tf" else torch.optim.Adam
+    adam = TFAdam if cfg.adam_eps == "tf" else InPlaceAdam  # torch's Adam, its CPU foreach step in place
     return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 

@@ -8,7 +8,7 @@ Data: mnist5k's training split as alviz makes it (4,000 images, alviz.data's see
 split); alviz trains on it preprocessed as `alviz train` does, in the authors' feed order
 (`shuffle: false`: alviz.data.fixed_order), with `alviz.train.train_epoch`, the loop `alviz train`
 runs; TensorFlow gets the same 4,000 raw images in the same order (tf_anchor.py scales and centres
-them as the authors do). The alviz ways and their models come from bench/bench_step.py (`ALVIZ_WAYS`, `make_alviz`).
+them as the authors do). The alviz ways and their models come from bench/bench_step.py (`ALVIZ_WAYS`, `make_alviz`), plus the sequential loop (`WAYS`).
 
 One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
 alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread
@@ -42,6 +42,7 @@ from bench._common import loadavg, write_json  # noqa: E402
 from bench.bench_step import ALVIZ_WAYS, MODELS, make_alviz  # noqa: E402
 
 from alviz.data import fixed_order, load_dataset, load_raw  # noqa: E402
+from alviz import concurrent  # noqa: E402
 from alviz.train import train_epoch  # noqa: E402
 
 
@@ -76,17 +77,34 @@ class TFWorker:
         self.p.wait()
 
 
+# alviz's ways: bench_step's, whose `alviz` is `alviz train`'s default (with 2+ threads the components train
+# side by side in threads, alviz.concurrent), and the sequential loop of one process as it was before that
+WAYS = {**ALVIZ_WAYS, "alviz_seq": {"concurrent": False}, "alviz_fused_seq": {"fused_adam": True, "concurrent": False}}
+
+
 class AlvizWay:
-    """One alviz way (of bench_step.ALVIZ_WAYS) training the case's model on the split."""
+    """One alviz way (of WAYS) training the case's model on the split with the loop `alviz train` picks
+    for it at the current thread count (alviz.concurrent's threads where eligible, else train_epoch)."""
 
     def __init__(self, model: str, options: dict, x, y):
-        _, self.model, self.opt = make_alviz(*MODELS[model], 32, **options)
+        self.cfg, self.model, self.opt = make_alviz(*MODELS[model], 32, **options)
+        self.shape = tuple(x.shape[1:])
         self.x, self.y, self.perm = x, y, fixed_order(y)  # `shuffle: false`: the same order every epoch
+        self.workers = {}
+
+    def _loop(self, batch: int):
+        t = torch.get_num_threads()
+        if not concurrent.eligible(self.model, self.cfg, torch.device("cpu"), t):
+            return lambda perm: train_epoch(self.model, self.opt, self.x, self.y, perm, batch_size=batch)
+        if t not in self.workers:
+            self.workers[t] = concurrent.ComponentThreads(self.model, self.opt, self.shape, batch, t)
+        return lambda perm: self.workers[t].train_epoch(self.x, self.y, perm, batch_size=batch)
 
     def epoch(self, batch: int, steps: int = 0) -> dict:
         perm = self.perm[:steps * batch] if steps else self.perm
+        loop = self._loop(batch)
         t0, c0 = time.perf_counter(), time.process_time()
-        st = train_epoch(self.model, self.opt, self.x, self.y, perm, batch_size=batch)
+        st = loop(perm)
         return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
                 "images": st.n, "loss": st.sums[-1] / max(st.n, 1)}
 
@@ -116,7 +134,7 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
                     for t in threads:
                         workers[(w, t)] = TFWorker(tf_python, model, t, npz, TF_WAYS[w])
                     out[w] = workers[(w, threads[0])].info
-            alviz = {w: AlvizWay(model, ALVIZ_WAYS[w], data.x_train, data.y_train) for w in ways if w in ALVIZ_WAYS}
+            alviz = {w: AlvizWay(model, WAYS[w], data.x_train, data.y_train) for w in ways if w in WAYS}
             res = {(t, b, w): [] for t in threads for b in batches for w in ways}
             for rep in range(reps + 1):
                 for t in threads:
@@ -182,17 +200,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--batch", default="32,256")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up [3]")
-    p.add_argument("--ways", default="tf," + ",".join(ALVIZ_WAYS),
-                   help=f"comma-separated, of {', '.join([*TF_WAYS, *ALVIZ_WAYS])} [tf and alviz's]")
+    p.add_argument("--ways", default="tf," + ",".join(WAYS),
+                   help=f"comma-separated, of {', '.join([*TF_WAYS, *WAYS])} [tf and alviz's]")
     p.add_argument("--images", type=int, default=0,
                    help="time only the batches of the first N images of each epoch, scaled to a whole epoch "
                         "(0: whole epochs) [0]")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     ways = [w.strip() for w in a.ways.split(",") if w.strip()]
-    bad = [w for w in ways if w not in TF_WAYS and w not in ALVIZ_WAYS]
+    bad = [w for w in ways if w not in TF_WAYS and w not in WAYS]
     if bad or not ways:
-        p.error(f"--ways: allowed: {', '.join([*TF_WAYS, *ALVIZ_WAYS])}; received {a.ways!r}")
+        p.error(f"--ways: allowed: {', '.join([*TF_WAYS, *WAYS])}; received {a.ways!r}")
     res = run(a.tf_python, a.model, _ints(a.threads), _ints(a.batch), a.reps, ways, a.images)
     print(table(res))
     write_json(a.json, res)

@@ -13,7 +13,7 @@ PKG = Path(alviz.__file__).parent
 # left to right; modules of one level may import each other as long as no cycle forms
 LEVELS = {
     "errors": 0, "sampling": 0, "safeio": 0, "schema": 0, "npyfile": 0, "locks": 0,
-    "config": 1, "presets": 1, "snapshots": 1, "published": 1, "recipe": 1,
+    "config": 1, "adam": 1, "presets": 1, "snapshots": 1, "published": 1, "recipe": 1,
     "data": 2,
     "models": 3, "onednn": 3,
     "checkpoint": 4, "epochstats": 4,
