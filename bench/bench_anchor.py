@@ -6,9 +6,11 @@ code (bench/tf_anchor.py, run in its own Python environment), interleaved epoch 
 
 Data: mnist5k's training split as alviz makes it (4,000 images, alviz.data's seeded stratified
 split); alviz trains on it preprocessed as `alviz train` does, in the authors' feed order
-(`shuffle: false`: alviz.data.fixed_order), with `alviz.train.train_epoch`, the loop `alviz train`
-runs; TensorFlow gets the same 4,000 raw images in the same order (tf_anchor.py scales and centres
-them as the authors do). The alviz ways and their models come from bench/bench_step.py (`ALVIZ_WAYS`, `make_alviz`), plus the sequential loop (`WAYS`).
+(`shuffle: false`: alviz.data.fixed_order), with the loop `alviz train` runs (with 2+ threads the
+component threads of alviz.concurrent, else `alviz.train.train_epoch`); TensorFlow gets the same 4,000
+raw images in the same order (tf_anchor.py scales and centres them as the authors do). The alviz ways
+and their models come from bench/bench_step.py (`ALVIZ_WAYS`, `make_alviz`); `WAYS` adds the
+sequential loop of one process (`alviz_seq`, `alviz_fused_seq`: `concurrent: false`).
 
 One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
 alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread

@@ -7,6 +7,22 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test starts with the session's torch thread count, whatever an earlier one set (an
+    in-process `alviz train --threads 1` sets it for the whole process)."""
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def threads():
+    """`threads(n)`: torch's thread count for the rest of the test (restored afterwards)."""
+    return torch.set_num_threads
+
+
 def poison_al_loss(monkeypatch, component: int, loss: str, when) -> None:
     """Make AL's loss `loss` ("assoc" or "ae") of component `component` (0-based) NaN in the training
     forward passes k (1-based, counted per component) for which `when(k)` holds. It patches the one

@@ -23,14 +23,6 @@ from alviz.train import make_optimizer, train, train_epoch
 QUIET = {"progress": False, "log": lambda *_: None}
 
 
-@pytest.fixture
-def threads():
-    """Run the test body with torch set to n threads; restore the count afterwards."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 def _files(run):
     return load_file(str(run / "model.safetensors")), load_file(str(run / "train_state.safetensors"))
 

@@ -83,23 +83,25 @@ def test_resume_refuses_a_changed_config(tmp_path, blobs_cfg):
 
 
 @pytest.mark.parametrize("concurrent", [True, False], ids=["component-threads", "sequential"])
-def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, blobs_cfg, monkeypatch, concurrent):
+def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, blobs_cfg, monkeypatch, concurrent, threads):
     from conftest import poison_al_loss
 
+    threads(2)
     poison_al_loss(monkeypatch, 1, "assoc", lambda k: k == 35)  # epoch 2 (30 steps per epoch), step 5
     with pytest.raises(Diverged, match=r"loss assoc2 became NaN/inf at epoch 2, step 5"):
         train(blobs_cfg.replace(concurrent=concurrent), tmp_path / "r", progress=False, log=lambda *_: None)
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert meta["epoch"] == 1
-    assert ("component_threads" in meta) == concurrent  # the test process runs 2 torch threads (conftest)
+    assert ("component_threads" in meta) == concurrent
     w = _weights(tmp_path / "r")
     assert all(torch.isfinite(v).all() for v in w.values())
 
 
 @pytest.mark.parametrize("concurrent", [True, False], ids=["component-threads", "sequential"])
-def test_on_nan_continue(tmp_path, blobs_cfg, monkeypatch, concurrent):
+def test_on_nan_continue(tmp_path, blobs_cfg, monkeypatch, concurrent, threads):
     from conftest import poison_al_loss
 
+    threads(2)
     poison_al_loss(monkeypatch, 0, "ae", lambda k: True)
     train(blobs_cfg.replace(on_nan="continue", epochs=1, concurrent=concurrent), tmp_path / "r", progress=False,
           log=lambda *_: None)
