@@ -136,8 +136,8 @@ class ComponentThreads:
             while True:
                 try:
                     return chans[w].get(timeout=POLL_S)
-                except queue.Empty:
-                    if state["abort"]:
+                except queue.Empty:  # a group that stopped at an earlier check sends no more
+                    if halted(step):
                         raise _Stop from None
 
         def work(w: int) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-NAMES = ("train", "step", "metrics", "extract", "compare", "analyze", "script", "parallel", "snapshots", "viewer")
+NAMES = ("train", "step", "threads", "metrics", "extract", "compare", "analyze", "script", "parallel", "snapshots",
+         "viewer")
 
 
 def machine() -> dict:

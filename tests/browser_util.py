@@ -71,6 +71,12 @@ def open_page(browser, path, width=1400, height=900):
     return page
 
 
+def settle(page) -> None:
+    """Wait two animation frames: the scroll events of a scroll just made have fired (the viewer hides
+    its tooltip on scroll, so a hover before they fire can be undone by them)."""
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
 def count(page, viewer="tv") -> int:
     """The number of points the viewer says it shows."""
     return int(page.get_attribute(f"#{viewer}-count", "data-visible"))

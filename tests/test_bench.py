@@ -22,6 +22,19 @@ def _positive(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
 
 
+def test_suite_quick_threads_times_both_loops_and_checks_the_result(tmp_path):
+    out = tmp_path / "res.json"
+    r = _run(["bench/run.py", "--quick", "--only", "threads", "--json", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = json.loads(out.read_text())["benchmarks"]["threads"]
+    assert b["status"] == "ok", b
+    (row,) = b["result"]["rows"]
+    assert row["case"] == "quickstart-al" and row["same_as_one_thread"] is True and row["groups"] == [[0], [1]]
+    for way in ("sequential", "threads", "threads_vs_sequential"):
+        assert _positive(row[way]["median"]) and len(row[way]["all"]) == 1
+    assert "| quickstart-al | 32 |" in r.stdout
+
+
 def test_suite_quick_train_writes_figures(tmp_path):
     out = tmp_path / "res.json"
     r = _run(["bench/run.py", "--quick", "--only", "train", "--json", str(out)])
@@ -131,7 +144,8 @@ def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
 def test_suite_rejects_unknown_names():
     r = _run(["bench/run.py", "--only", "trian"])
     assert r.returncode == 2
-    assert "--only: unknown benchmark 'trian'; allowed: train, step, metrics, extract, compare, analyze, script, parallel, snapshots, viewer" in r.stderr
+    assert ("--only: unknown benchmark 'trian'; allowed: train, step, threads, metrics, extract, compare, analyze, "
+            "script, parallel, snapshots, viewer") in r.stderr
 
 
 def test_gpu_epoch_script_runs_on_cpu(tmp_path):

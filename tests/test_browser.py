@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_util import (count, open_page, skip_reason, synthetic_thumbs,
+from browser_util import (count, open_page, settle, skip_reason, synthetic_thumbs,
                           synthetic_tsne, write_page)
 
 WHY = skip_reason()
@@ -55,6 +55,7 @@ def test_loads_offline_without_errors(browser, page_path, artifacts):
 def test_hover_shows_tooltip_inside_the_window(browser, page_path, artifacts):
     page = open_page(browser, page_path, 900, 700)
     page.locator("#tv canvas").first.scroll_into_view_if_needed()
+    settle(page)
     # the right-most point of the right-most panel of the first row: the tooltip must flip left
     xs = page.evaluate("JSON.parse(document.getElementById('alviz-tsne').textContent).panels[1].x")
     i = int(np.argmax(xs))

@@ -83,9 +83,11 @@ def _blobs(n=96):
     return torch.randn(n, 2, generator=g) + 3 * torch.nn.functional.one_hot(y, 3)[:, :2].float(), y
 
 
-def test_a_nan_stop_names_the_sequential_loops_step_and_sums(monkeypatch, threads):
-    """Component 1 goes NaN at step 7 (of 12, checks every 4): both loops stop at the check of step 8
-    with the same first bad steps and the same sums up to there, though component 2's thread lags."""
+@pytest.mark.parametrize("component", [0, 1], ids=["first-group", "middle-group"])
+def test_a_nan_stop_names_the_sequential_loops_step_and_sums(monkeypatch, threads, component):
+    """A component goes NaN at step 7 (of 12, checks every 4): both loops stop at the check of step 8
+    with the same first bad steps and the same sums up to there, though the groups downstream lag
+    (and may already wait for step 9, which never comes: they must stop, not hang)."""
     from conftest import poison_al_loss
 
     cfg = TrainConfig(dataset="blobs", width=8, batch_size=8, lr=1e-2, device="cpu", depth=3)
@@ -94,7 +96,7 @@ def test_a_nan_stop_names_the_sequential_loops_step_and_sums(monkeypatch, thread
     stats = []
     for loop in ("sequential", "threads"):
         monkeypatch.undo()
-        poison_al_loss(monkeypatch, 0, "assoc", lambda k: k >= 7)
+        poison_al_loss(monkeypatch, component, "assoc", lambda k: k >= 7)
         model, opt = _model_and_opt(cfg)
         threads(1 if loop == "sequential" else 3)
         with pytest.raises(NonFiniteLoss) as e:
@@ -105,7 +107,7 @@ def test_a_nan_stop_names_the_sequential_loops_step_and_sums(monkeypatch, thread
                                                                                 nan_check_every=4)
         stats.append(e.value.stats)
     seq, conc = stats
-    assert seq.first_bad["assoc1"] == 6 and seq.n == 64  # 0-based step 6, stopped at the check after step 8
+    assert seq.first_bad[f"assoc{component + 1}"] == 6 and seq.n == 64  # 0-based step 6, stopped after step 8
     assert (conc.keys, conc.first_bad, conc.n) == (seq.keys, seq.first_bad, seq.n)
     assert [v for v in conc.sums] == pytest.approx(seq.sums, nan_ok=True)
 
