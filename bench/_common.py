@@ -15,6 +15,13 @@ def loadavg() -> list[float]:
         return []
 
 
+def spread(vals: list[float]) -> dict:
+    """Median, min, max and every value of repeated timings (or ratios)."""
+    import statistics
+
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "all": list(vals)}
+
+
 def write_json(path, res: dict, indent: int = 2) -> None:
     """Write `res` to `path` (folders made; nothing written when `path` is None) and say so."""
     if path is None:

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench._common import loadavg, write_json  # noqa: E402
+from bench._common import loadavg, spread, write_json  # noqa: E402
 from bench.bench_step import ALVIZ_WAYS, MODELS, make_alviz  # noqa: E402
 
 from alviz.data import fixed_order, load_dataset, load_raw  # noqa: E402
@@ -111,10 +110,6 @@ class AlvizWay:
                 "images": st.n, "loss": st.sums[-1] / max(st.n, 1)}
 
 
-def _summary(vals: list[float]) -> dict:
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "all": vals}
-
-
 def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps: int, ways: list[str],
         images: int = 0, echo=print) -> dict:
     """`images` > 0: time only the batches holding the first `images` images of each epoch and scale
@@ -161,11 +156,11 @@ def run(tf_python: str, model: str, threads: list[int], batches: list[int], reps
         for b in batches:
             row = {"threads": t, "batch": b}
             for w in ways:
-                row[w] = {"wall_s": _summary([e["wall_s"] for e in res[(t, b, w)]]),
-                          "cpu_s": _summary([e["cpu_s"] for e in res[(t, b, w)]])}
+                row[w] = {"wall_s": spread([e["wall_s"] for e in res[(t, b, w)]]),
+                          "cpu_s": spread([e["cpu_s"] for e in res[(t, b, w)]])}
                 for tw in TF_WAYS:
                     if w not in TF_WAYS and tw in ways:
-                        row[w][f"vs_{tw}"] = _summary([a["wall_s"] / f["wall_s"]
+                        row[w][f"vs_{tw}"] = spread([a["wall_s"] / f["wall_s"]
                                                        for a, f in zip(res[(t, b, w)], res[(t, b, tw)])])
             out["rows"].append(row)
     out["loadavg_end"] = loadavg()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench._common import write_json  # noqa: E402
+from bench._common import spread, write_json  # noqa: E402
 
 from alviz.concurrent import ComponentThreads  # noqa: E402
 from alviz.config import TrainConfig  # noqa: E402
@@ -62,10 +61,6 @@ def _same_as_one_thread(fields, batch, x, y, perm) -> bool:
     return all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
-def _summary(v: list[float]) -> dict:
-    return {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v}
-
-
 def run(quick: bool = False, reps: int | None = None, images: int | None = None, cases=tuple(CASES),
         echo=None) -> dict:
     reps = reps or (1 if quick else 3)
@@ -97,8 +92,8 @@ def run(quick: bool = False, reps: int | None = None, images: int | None = None,
                         times[w].append(time.perf_counter() - t0)
             row = {"case": name, "batch": batch, "same_as_one_thread": same,
                    "groups": [list(p) for p in workers.parts],
-                   **{w: _summary(v) for w, v in times.items()},
-                   "threads_vs_sequential": _summary([a / b for a, b in zip(times["threads"], times["sequential"])])}
+                   **{w: spread(v) for w, v in times.items()},
+                   "threads_vs_sequential": spread([a / b for a, b in zip(times["threads"], times["sequential"])])}
             out["rows"].append(row)
             if echo:
                 echo(row)
