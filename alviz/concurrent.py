@@ -40,6 +40,7 @@ import torch
 
 from .data import augment_batch
 from .epochstats import NAN_CHECK_EVERY, EpochStats, NonFiniteLoss, epoch_stats
+from .models import component_params
 
 AHEAD = 2  # batches an upstream worker may run ahead of the next one (bounded memory: AHEAD carries)
 POLL_S = 0.1  # how often a blocked worker, and the calling thread, look whether the epoch was stopped
@@ -61,6 +62,11 @@ def split(model, input_shape, batch_size: int, workers: int) -> list[range]:
     return partition_by_cost(component_costs(model, input_shape, batch_size), workers)
 
 
+def _hypers(group: dict) -> dict:
+    """A parameter group's hyper-parameters (everything but its parameters)."""
+    return {k: v for k, v in group.items() if k != "params"}
+
+
 def sub_optimizer(opt: torch.optim.Optimizer, params) -> tuple[torch.optim.Optimizer, list[int]]:
     """An optimiser of `opt`'s class over `params` (a subset of its parameters) that shares `opt`'s
     state, one group per group of `opt` holding any of them, with that group's hyper-parameters;
@@ -70,12 +76,10 @@ def sub_optimizer(opt: torch.optim.Optimizer, params) -> tuple[torch.optim.Optim
     for gi, g in enumerate(opt.param_groups):
         ps = [p for p in g["params"] if id(p) in ids]
         if ps:
-            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ps})
+            groups.append({**_hypers(g), "params": ps})
             parents.append(gi)
-    sub = type(opt)(groups, **opt.defaults)
+    sub = type(opt)(groups, **opt.defaults)  # (TFAdam's epsilon comes from defaults["eps"], as in `opt`)
     sub.state = opt.state  # one state: checkpoints read it through `opt`
-    if hasattr(opt, "tf_eps"):
-        sub.tf_eps = opt.tf_eps
     return sub, parents
 
 
@@ -93,10 +97,7 @@ class ComponentThreads:
         self.model, self.opt = model, opt
         self.parts = split(model, input_shape, batch_size, threads)
         self.intra = max(1, threads // len(self.parts))
-        self.opts = []
-        for comps in self.parts:
-            params = [p for i in comps for m in model.component_modules(i) for p in m.parameters()]
-            self.opts.append(sub_optimizer(opt, params))
+        self.opts = [sub_optimizer(opt, component_params(model, comps)) for comps in self.parts]
         self.keys = [k for i in range(model.depth) for k in model.component_loss_keys(i)] + ["loss"]
 
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, *, batch_size: int,
@@ -114,11 +115,11 @@ class ComponentThreads:
         lock = threading.Lock()
         rows: list[list[torch.Tensor]] = [[] for _ in range(W)]
         preds: list[torch.Tensor] = []
-        errors: list[tuple[int, BaseException]] = []
+        errors: list[BaseException] = []
         for sub, parents in self.opts:  # this epoch's rates (and a state replaced by a resume's load)
             sub.state = self.opt.state
             for g, gi in zip(sub.param_groups, parents):
-                g.update({k: v for k, v in self.opt.param_groups[gi].items() if k != "params"})
+                g.update(_hypers(self.opt.param_groups[gi]))
 
         def halted(step: int) -> bool:
             return state["abort"] or step > state["stop_at"]
@@ -197,7 +198,7 @@ class ComponentThreads:
                 pass
             except BaseException as e:  # noqa: BLE001 - handed to the calling thread
                 with lock:
-                    errors.append((w, e))
+                    errors.append(e)
                     state["abort"] = True
 
         threads = [threading.Thread(target=run, args=(w,), name=f"alviz-component-{w}", daemon=True)
@@ -218,9 +219,9 @@ class ComponentThreads:
             torch.set_num_threads(outer)
             for sub, parents in self.opts:  # what the workers' steps set (rates, TF-Adam's epsilon) back
                 for g, gi in zip(sub.param_groups, parents):
-                    self.opt.param_groups[gi].update({k: v for k, v in g.items() if k != "params"})
+                    self.opt.param_groups[gi].update(_hypers(g))
         if errors:
-            raise errors[0][1]
+            raise errors[0]
         done = state["stop_at"] + 1
         table = torch.cat([torch.cat(r)[:done] for r in rows], dim=1) if done else torch.zeros(0, len(self.keys) - 1)
         total = table[:, 0].clone()

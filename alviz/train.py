@@ -34,12 +34,12 @@ from . import checkpoint as ckpt
 from . import concurrent
 from . import locks
 from . import snapshots as snapshot_spec
+from .adam import InPlaceAdam
 from .config import HOW_KEYS, TrainConfig, lr_multiplier, schedule_change
 from .data import Data, augment_batch, augment_batch_authors, fixed_order, load_dataset
 from .epochstats import NAN_CHECK_EVERY, EpochStats, NonFiniteLoss, epoch_stats
 from .errors import UserError
 from .models import create_model, resolve_shape_defaults
-from .adam import InPlaceAdam
 from .recipe import TFAdam, split_l2_groups, step_multiplier
 
 
@@ -70,8 +70,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
                             f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
         return torch.device(spec)
     raise UserError(f"unknown device {spec!r}; allowed: auto, cpu, cuda, cuda:N")
-
-
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -419,12 +417,11 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
                 perm = order
             lr_hook = step_lrs = None
             if cfg.schedule == "authors":  # per step over the whole run, as the authors' lr_scheduling
-                def step_lrs(s, base=epoch * steps, total=steps * cfg.epochs):
-                    return [b * step_multiplier(base + s, total) for b in base_lrs]
+                def lr_hook(s, base=epoch * steps, total=steps * cfg.epochs):
+                    set_lrs(opt, base_lrs, step_multiplier(base + s, total))
 
-                def lr_hook(s, rates=step_lrs):
-                    for g, lr in zip(opt.param_groups, rates(s)):
-                        g["lr"] = lr
+                def step_lrs(s, base=epoch * steps, total=steps * cfg.epochs):  # the same rates, as a list
+                    return [b * step_multiplier(base + s, total) for b in base_lrs]
                 mult = step_multiplier(epoch * steps + steps - 1, steps * cfg.epochs)  # logged: the last step's
             t0 = time.perf_counter()
             try:

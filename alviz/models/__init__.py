@@ -16,7 +16,7 @@ from .dgl import DGLModel
 from .init import init_tf
 from .scpl import SCPLModel
 
-__all__ = ["ALModel", "BPModel", "AuthorsBPModel", "ALEndToEndModel", "SCPLModel", "DGLModel", "LOCAL_METHODS",
+__all__ = ["ALModel", "BPModel", "AuthorsBPModel", "ALEndToEndModel", "SCPLModel", "DGLModel", "LOCAL_METHODS", "component_params",
            "create_model", "resolve_shape_defaults"]
 
 # methods whose every loss reaches only its own component: they can be trained as a pipeline
@@ -55,6 +55,12 @@ def create_model(cfg, input_shape, num_classes: int) -> nn.Module:
     if cfg.init == "he-normal":
         init_tf(model)
     return model
+
+
+def component_params(model, comps) -> list:
+    """The parameters of components `comps` of a local rule (the stage protocol's
+    `component_param_groups`), in the order of their optimiser groups."""
+    return [p for g in model.component_param_groups(comps, 1.0) for p in g["params"]]
 
 
 def freeze_bn_statistics(module: nn.Module) -> None:

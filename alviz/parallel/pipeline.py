@@ -28,7 +28,7 @@ from .. import checkpoint as ckpt
 from ..config import TrainConfig
 from ..data import Data, augment_batch
 from ..errors import UserError
-from ..models import LOCAL_METHODS, create_model, resolve_shape_defaults
+from ..models import LOCAL_METHODS, component_params, create_model, resolve_shape_defaults
 from ..models.backbones import output_shapes
 from ..train import (Result, _autocast, add_eval_columns, epoch_order, evaluate, lr_multiplier, make_optimizer,
                      resolve_data, run_meta, save_epoch, set_lrs)
@@ -69,11 +69,6 @@ def micro_batch_plan(n: int, batch_size: int, micro_batches: int) -> list[tuple[
     return out
 
 
-def _component_params(model, comps) -> list:
-    """The parameters of components `comps`, in the order of their optimiser groups."""
-    return [p for g in model.component_param_groups(comps, 1.0) for p in g["params"]]
-
-
 def _component_tensors(model, comps, opt, create_state: bool) -> list[torch.Tensor]:
     """Everything that defines components `comps`, in a fixed order every rank agrees on: the state-dict
     tensors (weights and buffers), then each parameter's Adam state."""
@@ -81,7 +76,7 @@ def _component_tensors(model, comps, opt, create_state: bool) -> list[torch.Tens
     for i in comps:
         for mod in model.component_modules(i):
             out += list(mod.state_dict(keep_vars=True).values())
-    for p in _component_params(model, comps):
+    for p in component_params(model, comps):
         out += adam_state_tensors(opt, p, create_state)
     return out
 
@@ -311,7 +306,7 @@ def _pipeline_restore(model, opt, full_opt, run: Path, parts, ctx: DistContext, 
         got = ckpt.optimizer_from_file(full_opt, run / "train_state.safetensors")
         if got != start_epoch:
             raise UserError(f"{run}: train_state is at epoch {got} but meta.json at {start_epoch}")
-        for p in _component_params(model, mine):
+        for p in component_params(model, mine):
             opt.state[p] = full_opt.state[p]
         for r in range(1, ctx.world_size):
             for tns in _component_tensors(model, parts[r], full_opt, create_state=False):
