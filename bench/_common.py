@@ -1,7 +1,9 @@
-"""What every benchmark script in bench/ shares: the machine's load average beside a timing, and
-writing a result as JSON where --json asks. Not a benchmark itself, and nothing here times anything."""
+"""What every benchmark script in bench/ shares: the machine's load average beside a timing, torch's
+thread count set for a run and put back, the spread of repeated timings, and writing a result as
+JSON where --json asks. Not a benchmark itself, and nothing here times anything."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -13,6 +15,20 @@ def loadavg() -> list[float]:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:  # pragma: no cover
         return []
+
+
+@contextlib.contextmanager
+def kept_threads(n: int | None = None):
+    """Inside: torch's thread count set to `n` (None or 0: left as it is); after: what it was before."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def spread(vals: list[float]) -> dict:

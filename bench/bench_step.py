@@ -44,7 +44,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench._common import write_json  # noqa: E402
+from bench._common import kept_threads, write_json  # noqa: E402
 
 from alviz.config import TrainConfig  # noqa: E402
 from alviz.models import create_model, resolve_shape_defaults  # noqa: E402
@@ -191,9 +191,11 @@ MODELS = {"mlp": ("mlp", 1024, 2), "cnn": ("cnn", None, 4)}  # the paper's MNIST
 
 def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, cases=CASES, echo=None) -> dict:
     """`cases`: of CASES (model and batch); `echo`: called with each case's row as it is done."""
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    with kept_threads(threads):
+        return _run(quick, reps, cases, echo)
+
+
+def _run(quick, reps, cases, echo) -> dict:
     r = reps or 7
     plan = {"mlp32": (*MODELS["mlp"], 32, r, 8), "mlp256": (*MODELS["mlp"], 256, r, 2),
             "cnn32": (*MODELS["cnn"], 32, max(3, r // 2), 3), "cnn256": (*MODELS["cnn"], 256, 3, 1)}
@@ -202,13 +204,10 @@ def run(quick: bool = False, threads: int | None = 1, reps: int | None = None, c
            "timer": "process CPU time, interleaved, median over repetitions (range beside it)",
            "tf_anchor_s_per_epoch": TF_ANCHOR_S, "epoch_images": EPOCH_IMAGES,
            "loadavg_start": list(os.getloadavg()), "cases": []}
-    try:
-        for arch, width, depth, batch, rr, spr in cases:
-            out["cases"].append(bench_case(arch, width, depth, batch, rr, spr))
-            if echo is not None:
-                echo(out["cases"][-1])
-    finally:
-        torch.set_num_threads(old)
+    for arch, width, depth, batch, rr, spr in cases:
+        out["cases"].append(bench_case(arch, width, depth, batch, rr, spr))
+        if echo is not None:
+            echo(out["cases"][-1])
     out["loadavg_end"] = list(os.getloadavg())
     return out
 

@@ -16,7 +16,6 @@ repetition. Before timing, each case checks that one epoch of the component thre
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench._common import spread, write_json  # noqa: E402
+from bench._common import kept_threads, loadavg, spread, write_json  # noqa: E402
 
 from alviz.concurrent import ComponentThreads  # noqa: E402
 from alviz.config import TrainConfig  # noqa: E402
@@ -70,14 +69,12 @@ def run(quick: bool = False, reps: int | None = None, images: int | None = None,
     order = fixed_order(data.y_train)[:images]
     x, y = data.x_train, data.y_train
     shape = tuple(x.shape[1:])
-    before = torch.get_num_threads()
     out = {"threads": THREADS, "images": images, "reps": reps, "torch": torch.__version__,
-           "loadavg_start": list(os.getloadavg()), "rows": []}
-    try:
+           "loadavg_start": loadavg(), "rows": []}
+    with kept_threads(THREADS):
         for name in cases:
             fields, batch = CASES[name]
-            same = _same_as_one_thread(fields, batch, x, y, order)
-            torch.set_num_threads(THREADS)
+            same = _same_as_one_thread(fields, batch, x, y, order)  # ends on THREADS threads again
             m_seq, opt_seq = _build(fields, batch, shape)
             m_thr, opt_thr = _build(fields, batch, shape)
             workers = ComponentThreads(m_thr, opt_thr, shape, batch, THREADS)
@@ -97,9 +94,7 @@ def run(quick: bool = False, reps: int | None = None, images: int | None = None,
             out["rows"].append(row)
             if echo:
                 echo(row)
-    finally:
-        torch.set_num_threads(before)
-    out["loadavg_end"] = list(os.getloadavg())
+    out["loadavg_end"] = loadavg()
     return out
 
 
