@@ -48,16 +48,17 @@ def test_default_cpu_optimizer_is_not_fused(blobs_cfg):
     assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
 
 
-@pytest.mark.parametrize("option", ["fused_adam", "onednn_linear"])
+@pytest.mark.parametrize("option", ["fused_adam", "onednn_linear", "concurrent"])
 def test_cpu_kernel_option_is_checked_and_may_change_on_resume(option, tmp_path, blobs_cfg):
     from alviz.train import train
 
-    assert getattr(from_dict({option: True}), option) is True
+    flipped = not getattr(TrainConfig(), option)
+    assert getattr(from_dict({option: flipped}), option) is flipped
     with pytest.raises(UserError, match=rf"{option} must be true or false; received 'yes'"):
         TrainConfig(**{option: "yes"}).validate()
     run = tmp_path / "r"
     train(blobs_cfg.replace(epochs=1), run, progress=False, log=lambda *_: None)
-    res = train(blobs_cfg.replace(epochs=2, **{option: True}), run, resume=True, progress=False,
+    res = train(blobs_cfg.replace(epochs=2, **{option: flipped}), run, resume=True, progress=False,
                 log=lambda *_: None)
     assert res.epoch == 2
 
