@@ -1,4 +1,4 @@
-"""Adam with torch's multi-tensor ("foreach") arithmetic, taken in place on the CPU (alviz's default).
+"""Adam with torch's multi-tensor ("foreach") arithmetic, taken in place on the CPU (`fused_adam: false`).
 
 torch's foreach Adam computes, for every parameter, sqrt(v) into a new tensor, divides it by
 sqrt(1 - beta2^t), adds eps and takes `p.addcdiv_(m, that, -lr / (1 - beta1^t))`. The new tensor is
@@ -12,8 +12,10 @@ are not optimiser state: `state_dict()` and checkpoints are torch's Adam's.
 The in-place path covers what alviz trains with: CPU, real floating-point parameters, `foreach`
 (not fused, not capturable, not differentiable), no amsgrad, no maximize, coupled weight decay and
 float hyper-parameters. Any other group is stepped by torch's own `Adam.step` (on CUDA alviz uses the
-fused kernel, which this file never touches). What this is not: a new optimiser, or a faster
-rounding (`fused_adam: true` is that, alviz.train).
+fused kernel, which this file never touches). What this is not: a new optimiser, or alviz's default
+on the CPU: that is torch's fused kernel, one pass per tensor and faster, whose update rounds
+differently in the last bit of a few weights a step (alviz.train.make_optimizer). This is the way to
+the reference's weights to the bit, the price a pass per operation.
 """
 from __future__ import annotations
 

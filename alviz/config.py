@@ -78,7 +78,9 @@ class TrainConfig:
     quick: bool = False  # a reduced "quick" variant of a paper preset (fewer epochs / less data)
     channels_last: bool = False  # CUDA, conv models: channels-last memory format for weights and inputs
     compile: bool = False  # torch.compile the model's losses (first steps are slower: compilation)
-    fused_adam: bool = False  # CPU: fused Adam (one pass per tensor; faster, rounds differently). CUDA: always fused
+    # Adam on the CPU: torch's fused kernel (one pass per tensor); false: torch's reference arithmetic to the bit
+    # (alviz.adam.InPlaceAdam; slower, the weights differ from the fused kernel's in the last bits). CUDA: always fused
+    fused_adam: bool = True
     onednn_linear: bool = False  # CPU: nn.Linear products through torch's oneDNN instead of MKL (alviz.onednn)
     # CPU, local rules (al, scpl, dgl) with 2+ components and 2+ torch threads: the components train side by
     # side in threads of one process (alviz.concurrent); the result equals a 1-thread run's to the bit

@@ -9,7 +9,7 @@ the input gradient and the weight gradient are all oneDNN calls; the bias gradie
 
 What it is not: bit-identical to the default. oneDNN sums in another order, so outputs and
 gradients differ from torch's default in the last bits (tested within float32 tolerance); a run
-with it is not the reference's to the bit, so it is an opt-in like `fused_adam`. Only 2-D float32
+with it is not the default's to the bit, so it is an opt-in. Only 2-D float32
 inputs on the CPU take this path; anything else (another dtype or device, batched inputs, a torch
 without oneDNN) falls back to `F.linear`. The parameters and state dict are unchanged: checkpoints
 load either way.

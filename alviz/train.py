@@ -213,21 +213,21 @@ def cpu_kernels(model, cfg: TrainConfig, device: torch.device):
 
 
 def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam over the model's parameter groups. On CUDA the fused kernel (one launch per step); on the
-    CPU by default the multi-tensor ("foreach") arithmetic: the same element-wise operations in the
-    same order as the reference single-tensor loop, so the same weights to the bit (tested), taken in
-    place into buffers kept between steps (alviz.adam.InPlaceAdam: no parameter-sized temporaries).
-    `fused_adam: true` takes the fused kernel on the CPU too: one pass over
-    each tensor instead of about ten, no temporaries (1.5-1.7x faster AL steps at batch 32 for the
-    paper's n = 1,024 MLP, BENCHMARKS.md), but it rounds differently (weights differ in the last
-    bits after a step, so a run is no longer the reference's to the bit). `optimizer: sgd`: SGD
-    with momentum (DGL's reference); `adam_eps: tf`: TF 1's epsilon placement (recipe.py)."""
-    fused = device.type == "cuda" or bool(getattr(cfg, "fused_adam", False))
+    """Adam over the model's parameter groups: torch's fused kernel, on CUDA (one launch per step) and
+    by default on the CPU (one pass over each tensor, no temporaries: 0.68-0.90x of the reference
+    arithmetic's AL epoch for the paper's n = 1,024 MLP, BENCHMARKS.md). `fused_adam: false` (CPU)
+    takes the reference arithmetic instead: the multi-tensor ("foreach") operations, the same
+    element-wise operations in the same order as torch's single-tensor loop (torch's CPU default), so
+    the same weights to the bit (tested), in place into buffers kept between steps
+    (alviz.adam.InPlaceAdam). The two differ in the last bit of a few weights per step (the fused
+    kernel rounds its update differently), not in what is learnt. `optimizer: sgd`: SGD with
+    momentum (DGL's reference); `adam_eps: tf`: TF 1's epsilon placement (recipe.py)."""
+    fused = device.type == "cuda" or bool(getattr(cfg, "fused_adam", True))
     kw = {"fused": True} if fused else {"foreach": True}
     if getattr(cfg, "optimizer", "adam") == "sgd":  # SGD with momentum (DGL's reference code)
         kw = {"foreach": True} if device.type != "cuda" else {"fused": True}
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
-    adam = TFAdam if cfg.adam_eps == "tf" else InPlaceAdam  # torch's Adam, its CPU foreach step in place
+    adam = TFAdam if cfg.adam_eps == "tf" else InPlaceAdam  # torch's Adam; its CPU foreach step in place
     return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 

@@ -2,7 +2,7 @@
 code (bench/tf_anchor.py, run in its own Python environment), interleaved epoch by epoch.
 
     python bench/bench_anchor.py --tf-python /work/tfvenv/bin/python [--model mlp|cnn]
-        [--threads 1,2] [--batch 32,256] [--reps 3] [--ways tf,alviz,alviz_fused] [--json PATH]
+        [--threads 1,2] [--batch 32,256] [--reps 3] [--ways tf,alviz,alviz_exact] [--json PATH]
 
 Data: mnist5k's training split as alviz makes it (4,000 images, alviz.data's seeded stratified
 split); alviz trains on it preprocessed as `alviz train` does, in the authors' feed order
@@ -10,11 +10,11 @@ split); alviz trains on it preprocessed as `alviz train` does, in the authors' f
 component threads of alviz.concurrent, else `alviz.train.train_epoch`); TensorFlow gets the same 4,000
 raw images in the same order (tf_anchor.py scales and centres them as the authors do). The alviz ways
 and their models come from bench/bench_step.py (`ALVIZ_WAYS`, `make_alviz`); `WAYS` adds the
-sequential loop of one process (`alviz_seq`, `alviz_fused_seq`: `concurrent: false`).
+sequential loop of one process (`alviz_seq`, `alviz_exact_seq`: `concurrent: false`).
 
 One TensorFlow worker process per thread count (`tf_anchor.py --serve`) holds its graph and Session;
 alviz runs in this process with `torch.set_num_threads`. Each repetition runs, for every thread
-count and batch size, one epoch of every way in turn (tf, [tf_onednn,] alviz, alviz_fused, ...); repetition 0 is
+count and batch size, one epoch of every way in turn (tf, [tf_onednn,] alviz, alviz_exact, ...); repetition 0 is
 a warm-up. `--images N` times only the batches of each epoch's first N images and scales them to
 the whole epoch's steps (for the CNN, whose whole epochs would not fit a timing window). Timings
 are the wall clock of epochs (CPU time beside it); medians and ranges over repetitions, and the
@@ -80,7 +80,7 @@ class TFWorker:
 
 # alviz's ways: bench_step's, whose `alviz` is `alviz train`'s default (with 2+ threads the components train
 # side by side in threads, alviz.concurrent), and the sequential loop of one process as it was before that
-WAYS = {**ALVIZ_WAYS, "alviz_seq": {"concurrent": False}, "alviz_fused_seq": {"fused_adam": True, "concurrent": False}}
+WAYS = {**ALVIZ_WAYS, "alviz_seq": {"concurrent": False}, "alviz_exact_seq": {"fused_adam": False, "concurrent": False}}
 
 
 class AlvizWay:

@@ -48,17 +48,17 @@ def test_anchor_driver_scales_partial_epochs_and_divides_by_tf(tmp_path):
 
     lines: list[str] = []
     # the paper's MLP, one step of 256 of the split's 4,000 images per epoch: an epoch is 16 such steps
-    res = run(_fake_tf_python(tmp_path), "mlp", [1], [256], 1, ["tf", "alviz_fused"], images=256,
+    res = run(_fake_tf_python(tmp_path), "mlp", [1], [256], 1, ["tf", "alviz_exact"], images=256,
               echo=lines.append)
     eps = [json.loads(s) for s in lines]
-    assert [(e["rep"], e["way"]) for e in eps] == [(0, "tf"), (0, "alviz_fused"), (1, "tf"), (1, "alviz_fused")]
+    assert [(e["rep"], e["way"]) for e in eps] == [(0, "tf"), (0, "alviz_exact"), (1, "tf"), (1, "alviz_exact")]
     for e in eps:
         assert e["images"] == 256 and e["wall_s"] == pytest.approx(e["measured_wall_s"] * 16)
     (row,) = res["rows"]
     assert row["tf"]["wall_s"]["all"] == [16.0]
     alviz = eps[3]["wall_s"]
-    assert row["alviz_fused"]["wall_s"]["all"] == [alviz]
-    assert row["alviz_fused"]["vs_tf"]["median"] == pytest.approx(alviz / 16.0)
+    assert row["alviz_exact"]["wall_s"]["all"] == [alviz]
+    assert row["alviz_exact"]["vs_tf"]["median"] == pytest.approx(alviz / 16.0)
     assert res["tf"]["tensorflow"] == "stand-in"
     t = table(res)
-    assert "| threads | batch | tf | alviz_fused | alviz_fused / tf |" in t and "| 1 | 256 | 16.00 [16.00-16.00] |" in t
+    assert "| threads | batch | tf | alviz_exact | alviz_exact / tf |" in t and "| 1 | 256 | 16.00 [16.00-16.00] |" in t
