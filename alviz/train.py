@@ -214,8 +214,8 @@ def cpu_kernels(model, cfg: TrainConfig, device: torch.device):
 
 def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam over the model's parameter groups: torch's fused kernel, on CUDA (one launch per step) and
-    by default on the CPU (one pass over each tensor, no temporaries: 0.68-0.90x of the reference
-    arithmetic's AL epoch for the paper's n = 1,024 MLP, BENCHMARKS.md). `fused_adam: false` (CPU)
+    by default on the CPU (one pass over each tensor, no temporaries: the paper's MNIST MLP's AL
+    epoch in 0.67x and 0.93x of the reference arithmetic's time at batch 32 and 256, BENCHMARKS.md). `fused_adam: false` (CPU)
     takes the reference arithmetic instead: the multi-tensor ("foreach") operations, the same
     element-wise operations in the same order as torch's single-tensor loop (torch's CPU default), so
     the same weights to the bit (tested), in place into buffers kept between steps
