@@ -25,7 +25,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-NAMES = ("train", "step", "threads", "metrics", "extract", "compare", "analyze", "script", "parallel", "snapshots",
+NAMES = ("train", "step", "threads", "cost", "metrics", "extract", "compare", "analyze", "script", "parallel", "snapshots",
          "viewer")
 
 

@@ -35,6 +35,34 @@ def test_suite_quick_threads_times_both_loops_and_checks_the_result(tmp_path):
     assert "| quickstart-al | 32 |" in r.stdout
 
 
+def test_suite_quick_cost_times_every_component_and_compares_partitions(tmp_path):
+    out = tmp_path / "res.json"
+    r = _run(["bench/run.py", "--quick", "--only", "cost", "--json", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = json.loads(out.read_text())["benchmarks"]["cost"]
+    assert b["status"] == "ok", b
+    (row,) = b["result"]["rows"]
+    assert row["case"] == "quick-mlp" and row["depth"] == 3 and all(_positive(s) for s in row["measured_s"])
+    assert sum(row["measured_share"]) == pytest.approx(1) and sum(row["estimated_share"]) == pytest.approx(1)
+    assert [p["groups"] for p in row["partitions"]] == [2, 3]
+    assert all(p["slowdown"] >= 1 for p in row["partitions"])
+    assert "| quick-mlp |" in r.stdout
+
+
+def test_cost_comparison_known_answers():
+    from bench.bench_cost import compare
+
+    # the model thinks component 1 is the heaviest, the clock finds component 3 is
+    c = compare([4.0, 1.0, 1.0], [1.0, 1.0, 4.0])
+    assert c["estimated_share"] == pytest.approx([4 / 6, 1 / 6, 1 / 6])
+    two = c["partitions"][0]
+    assert two["cost_model"] == [[0], [1, 2]] and two["clock"] == [[0, 1], [2]] and two["same"] is False
+    # measured heaviest group: {2, 3} = 5 under the model's split, {3} = 4 under the clock's
+    assert two["slowdown"] == pytest.approx(5 / 4) and two["speedup_bound"] == pytest.approx(6 / 5)
+    three = c["partitions"][1]
+    assert three["same"] is True and three["slowdown"] == 1.0 and three["speedup_bound"] == pytest.approx(6 / 4)
+
+
 def test_suite_quick_train_writes_figures(tmp_path):
     out = tmp_path / "res.json"
     r = _run(["bench/run.py", "--quick", "--only", "train", "--json", str(out)])
@@ -144,7 +172,7 @@ def test_suite_skips_missing_and_failing_benchmarks(tmp_path):
 def test_suite_rejects_unknown_names():
     r = _run(["bench/run.py", "--only", "trian"])
     assert r.returncode == 2
-    assert ("--only: unknown benchmark 'trian'; allowed: train, step, threads, metrics, extract, compare, analyze, "
+    assert ("--only: unknown benchmark 'trian'; allowed: train, step, threads, cost, metrics, extract, compare, analyze, "
             "script, parallel, snapshots, viewer") in r.stderr
 
 
