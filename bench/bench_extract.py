@@ -1,6 +1,6 @@
 """Benchmark alviz.extract: extraction overhead over a plain forward pass, and memory vs samples.
 
-    python bench/bench_extract.py [--quick] [--json PATH] [--threads N] [--breakdown]
+    python bench/bench_extract.py [--quick] [--json PATH] [--threads N] [--breakdown] [--device cuda]
 
 Measures, side by side in one run:
 1. speed (CPU): the inner loop of ``extract_run`` (``alviz.extract.extract_arrays``: hooks,
@@ -8,7 +8,9 @@ Measures, side by side in one run:
    over the same batches from the same batch generator (``alviz.extract.writer._batches``), batch
    size 256, on mnist5k (all 5,000 samples for the MLP, 1,000 for the CNN, whose forward pass is
    35x slower: the ratio does not depend on the count; --quick: 512 for the MLP, 128 for the CNN,
-   2 repetitions), for the default MLP (2 components, n = 256) and the CNN (4 components,
+   2 repetitions; `--device cuda`: the model on the GPU, batches copied to it, every layer's
+   activations copied back to the host, the way `alviz extract --device cuda` works), for the
+   default MLP (2 components, n = 256) and the CNN (4 components,
    n = 256, bridge_pool = 4), AL and BP, freshly initialised (timing does not depend on the
    weights), 1 torch thread by default (--threads). The plain loop moves its output to the CPU
    (a no-op on CPU, kept so both loops include the host copies that apply). The extraction's
@@ -64,9 +66,10 @@ from alviz.extract.writer import _batches  # noqa: E402
 from alviz.models import create_model  # noqa: E402
 
 
-def _plain(model, x, idx, bs, extra_bridges=False):
+def _plain(model, x, idx, bs, extra_bridges=False, device="cpu"):
     with torch.no_grad():
         for xb in _batches(x, idx, bs):
+            xb = xb.to(device)
             if not extra_bridges:
                 model(xb).cpu()
                 continue
@@ -81,9 +84,9 @@ def _plain(model, x, idx, bs, extra_bridges=False):
 class _Extract:
     """extract_arrays into a fresh folder, made before and removed after the timed call."""
 
-    def __init__(self, model, x, idx, bs, names, pool="gap", dtype="float32"):
+    def __init__(self, model, x, idx, bs, names, pool="gap", dtype="float32", device="cpu"):
         self.args = (model, x, idx, names)
-        self.kw = dict(pool=pool, dtype=dtype, batch_size=bs, device="cpu")
+        self.kw = dict(pool=pool, dtype=dtype, batch_size=bs, device=device)
         self.tmp = None
 
     def setup(self):
@@ -97,11 +100,18 @@ class _Extract:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _once(fn) -> tuple[float, float]:
     if hasattr(fn, "setup"):
         fn.setup()
+    _sync()
     t, c = time.perf_counter(), time.process_time()
     fn()
+    _sync()
     t, c = time.perf_counter() - t, time.process_time() - c
     if hasattr(fn, "teardown"):
         fn.teardown()
@@ -121,8 +131,9 @@ def _alternate(fns: dict, reps: int) -> tuple[dict, dict]:
     return wall, cpu
 
 
-def speed(quick: bool, archs=("mlp", "cnn"), reps: int | None = None, n: int | None = None) -> list[dict]:
-    """Extraction inner loop vs plain forward (see the module docstring)."""
+def speed(quick: bool, archs=("mlp", "cnn"), reps: int | None = None, n: int | None = None,
+          device: str = "cpu") -> list[dict]:
+    """Extraction inner loop vs plain forward (see the module docstring), on `device`."""
     data = load_dataset("mnist5k")
     x, y, _ = data.split("all")
     default_n = {"mlp": 512 if quick else len(y), "cnn": 128 if quick else 1000}
@@ -133,19 +144,21 @@ def speed(quick: bool, archs=("mlp", "cnn"), reps: int | None = None, n: int | N
         for method in ("bp", "al"):
             torch.manual_seed(0)
             model = create_model(TrainConfig(method=method, arch=arch, **extra), data.input_shape,
-                                 data.num_classes).eval()
+                                 data.num_classes).eval().to(device)
             cat = layer_catalogue(model)
             variants = [("all layers", [e.name for e in cat])]
             if method == "al":
                 variants.insert(0, ("on-path layers", [e.name for e in cat if e.on_path]))
             for label, names in variants:
-                fns = {"plain": lambda: _plain(model, x, idx, bs), "extract": _Extract(model, x, idx, bs, names)}
+                fns = {"plain": lambda: _plain(model, x, idx, bs, device=device),
+                       "extract": _Extract(model, x, idx, bs, names, device=device)}
                 if method == "al" and label == "all layers":
-                    fns["reference"] = lambda: _plain(model, x, idx, bs, extra_bridges=True)
+                    fns["reference"] = lambda: _plain(model, x, idx, bs, extra_bridges=True, device=device)
                 wall, cpu = _alternate(fns, reps)
                 med = {k: statistics.median(v) for k, v in wall.items()}
                 cmed = {k: statistics.median(v) for k, v in cpu.items()}
-                row = {"arch": arch, "method": method, "layers": label, "n_layers": len(names), "n": len(idx),
+                row = {"arch": arch, "method": method, "device": str(device), "layers": label, "n_layers": len(names),
+                       "n": len(idx),
                        "batch_size": bs, "reps": reps, "median_s": med, "median_cpu_s": cmed,
                        "all_s": wall, "all_cpu_s": cpu,
                        "ratio_vs_plain": med["extract"] / med["plain"],
@@ -313,13 +326,13 @@ def memory(quick: bool, work: Path) -> dict:
 
 
 def run(quick: bool = False, archs=("mlp", "cnn"), reps: int | None = None, memory_part: bool = True,
-        n: int | None = None) -> dict:
+        n: int | None = None, device: str = "cpu") -> dict:
     """Run the benchmark; return a JSON-serialisable dict of the figures."""
     out = {"quick": quick,
            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "platform": platform.platform(), "python": platform.python_version(),
                        "torch": torch.__version__, "loadavg_start": os.getloadavg()}}
-    out["speed"] = speed(quick, archs, reps, n) if archs else []
+    out["speed"] = speed(quick, archs, reps, n, device) if archs else []
     if memory_part:
         work = Path(tempfile.mkdtemp(prefix="alviz-bench-mem-"))
         try:
@@ -331,8 +344,9 @@ def run(quick: bool = False, archs=("mlp", "cnn"), reps: int | None = None, memo
 
 
 def print_table(res: dict) -> None:
+    device = res["speed"][0].get("device", "cpu") if res["speed"] else "cpu"
     print("extraction inner loop (extract_arrays: hooks, gap pooling, float32 .npy files) vs plain model(x), "
-          "CPU, same batches;\nmedians: wall seconds [CPU seconds of the process]")
+          f"{device}, same batches;\nmedians: wall seconds [CPU seconds of the process]")
     print(f"  {'arch':<4s} {'meth':<4s} {'layers':<15s} {'n':>5s} {'plain':>15s} {'extract':>15s} "
           f"{'ratio':>11s}   {'reference, ratio vs it':>26s}")
     for r in res["speed"]:
@@ -375,7 +389,17 @@ def main(argv=None) -> int:
                    help="only the breakdown of the AL MLP's extraction (hooks, copies, writes; see breakdown())")
     p.add_argument("--n", type=int, default=None,
                    help="samples for the speed part (default: MLP 5,000, CNN 1,000; --quick 512 and 128)")
+    p.add_argument("--device", default="cpu",
+                   help="the speed part's device: cpu, cuda or cuda:N (the memory part stays on the CPU) [cpu]")
     a = p.parse_args(argv)
+    if a.device != "cpu":
+        from alviz.errors import UserError
+        from alviz.train import resolve_device
+
+        try:
+            a.device = str(resolve_device(a.device))
+        except UserError as e:
+            p.error(f"--device: {e}")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.breakdown:
@@ -385,7 +409,7 @@ def main(argv=None) -> int:
             Path(a.json).write_text(json.dumps(b, indent=1))
         return 0
     archs = tuple(x for x in a.archs.split(",") if x)
-    res = run(a.quick, archs, a.reps, not a.no_memory, a.n)
+    res = run(a.quick, archs, a.reps, not a.no_memory, a.n, a.device)
     print_table(res)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))

@@ -49,6 +49,37 @@ def test_suite_quick_cost_times_every_component_and_compares_partitions(tmp_path
     assert "| quick-mlp |" in r.stdout
 
 
+def test_busy_fraction_is_the_union_of_kernel_intervals_over_the_window():
+    from bench.gpu_epoch import busy_fraction
+
+    assert busy_fraction([], 0, 10) == 0
+    assert busy_fraction([(0, 10)], 0, 10) == 1
+    # overlapping and nested kernels count once; unsorted input; a kernel past the window is clipped
+    assert busy_fraction([(6, 8), (1, 3), (2, 4), (2.5, 3), (9, 12)], 0, 10) == pytest.approx((3 + 2 + 1) / 10)
+    # touching intervals, one before the window
+    assert busy_fraction([(-5, -1), (0, 2), (2, 5)], 0, 10) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="end > start"):
+        busy_fraction([(0, 1)], 3, 3)
+
+
+def test_gpu_check_script_runs_its_steps_and_writes_a_summary(tmp_path):
+    # the prepared GPU script's plumbing on the CPU: a step that fails (no GPU here) is noted and the next runs
+    import os
+
+    out = tmp_path / "out"
+    env = {**os.environ, "GPU_CHECK_ONLY": "gpu_epoch,test_gpu",
+           "PATH": str(Path(PY).parent) + os.pathsep + os.environ.get("PATH", "")}  # its python3: this one
+    r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = (out / "summary.txt").read_text().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["gpu_epoch", "test_gpu"]
+    expect = "rc=0" if torch.cuda.is_available() else "rc=2"
+    assert expect in lines[0], lines
+    assert "rc=0" in lines[1], (out / "test_gpu.txt").read_text()[-2000:]
+    assert f"torch {torch.__version__} cuda" in (out / "env.txt").read_text()
+
+
 def test_cost_comparison_known_answers():
     from bench.bench_cost import compare
 
