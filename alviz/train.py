@@ -213,15 +213,15 @@ def cpu_kernels(model, cfg: TrainConfig, device: torch.device):
 
 
 def make_optimizer(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam over the model's parameter groups: torch's fused kernel, on CUDA (one launch per step) and
-    by default on the CPU (one pass over each tensor, no temporaries: the paper's MNIST MLP's AL
-    epoch in 0.67x and 0.93x of the reference arithmetic's time at batch 32 and 256, BENCHMARKS.md). `fused_adam: false` (CPU)
-    takes the reference arithmetic instead: the multi-tensor ("foreach") operations, the same
-    element-wise operations in the same order as torch's single-tensor loop (torch's CPU default), so
-    the same weights to the bit (tested), in place into buffers kept between steps
-    (alviz.adam.InPlaceAdam). The two differ in the last bit of a few weights per step (the fused
-    kernel rounds its update differently), not in what is learnt. `optimizer: sgd`: SGD with
-    momentum (DGL's reference); `adam_eps: tf`: TF 1's epsilon placement (recipe.py)."""
+    """Adam over the model's parameter groups: torch's fused kernel, on CUDA (one launch per step)
+    and by default on the CPU (one pass over each tensor, no temporaries: the paper's MNIST MLP's
+    AL epoch in 0.67x and 0.93x of the reference arithmetic's time at batch 32 and 256,
+    BENCHMARKS.md). `fused_adam: false` (CPU) takes the reference arithmetic instead: the
+    multi-tensor ("foreach") operations, the same element-wise operations in the same order as
+    torch's single-tensor loop (torch's CPU default), so the same weights to the bit (tested), in
+    place into buffers kept between steps (alviz.adam.InPlaceAdam). The two round the update
+    differently: the last bit of a few weights a step. `optimizer: sgd`: SGD with momentum (DGL's
+    reference); `adam_eps: tf`: TF 1's epsilon placement (recipe.py)."""
     fused = device.type == "cuda" or bool(getattr(cfg, "fused_adam", True))
     kw = {"fused": True} if fused else {"foreach": True}
     if getattr(cfg, "optimizer", "adam") == "sgd":  # SGD with momentum (DGL's reference code)
