@@ -417,12 +417,14 @@ def test_default_job_config_says_recipe_alviz():
 
 # --------------------------------------------------------------------------- 10. Adam's epsilon
 
-def test_tf_adam_matches_the_tf_update():
-    """TF 1's AdamOptimizer, written out: lr_t = lr sqrt(1-b2^t)/(1-b1^t); w -= lr_t m/(sqrt(v)+eps)."""
+@pytest.mark.parametrize("kind", [{"foreach": True}, {"fused": True}], ids=["reference", "fused"])
+def test_tf_adam_matches_the_tf_update(kind):
+    """TF 1's AdamOptimizer, written out: lr_t = lr sqrt(1-b2^t)/(1-b1^t); w -= lr_t m/(sqrt(v)+eps).
+    Both of alviz's CPU Adams (the fused default and `fused_adam: false`) honour the per-step eps."""
     torch.manual_seed(0)
     w = torch.randn(6, requires_grad=True)
     ref = w.detach().clone()
-    opt = rc.TFAdam([w], lr=0.1, eps=1e-3, foreach=True)  # a large eps makes the placement visible
+    opt = rc.TFAdam([w], lr=0.1, eps=1e-3, **kind)  # a large eps makes the placement visible
     m = torch.zeros(6)
     v = torch.zeros(6)
     b1, b2, eps, lr = 0.9, 0.999, 1e-3, 0.1
