@@ -13,9 +13,13 @@
 #   4. tests/test_gpu.py (training, autocast, channels-last, fused Adam, extraction on cuda against the CPU)
 #   5. the whole test suite, for what time is left (the browser tests skip without Chromium)
 # GPU_CHECK_ONLY=name,name runs only those steps (tests/test_bench.py checks the script that way on the CPU).
-# Dependencies: torch from the machine; alviz from this checkout (PYTHONPATH); its other requirements from the machine or, when a folder
-# .gpu_wheels/ holds wheels (e.g. openTSNE and mlxtend, which GPU images lack: `pip download --no-deps
-# --only-binary=:all: -d .gpu_wheels openTSNE mlxtend`), installed from there without an index.
+# Dependencies: torch from the machine; alviz from this checkout (PYTHONPATH); its other requirements from
+# the machine or, when the folder .whl/ (git-ignored) holds wheels, from there: installed without an index
+# into /tmp/site, put first on PYTHONPATH. The lent H200 image (Python 3.12) lacks openTSNE and mlxtend;
+# fetch them here and carry `.whl` with the command (docs in the device tool's README):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl openTSNE mlxtend
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-./gpu_check_out}}"
@@ -44,8 +48,9 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time limit, output to OUT/N
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE')"
 } > "$out/env.txt" 2>&1
-if [ -d .gpu_wheels ]; then
-  python3 -m pip install -q --no-index --find-links .gpu_wheels .gpu_wheels/*.whl > "$out/pip.txt" 2>&1 || true
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    > "$out/pip.txt" 2>&1 && export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
 python3 - >> "$out/env.txt" 2>&1 <<'EOF'
 import importlib
