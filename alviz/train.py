@@ -417,11 +417,14 @@ def _train(cfg: TrainConfig, run: Path, *, resume: bool, data: Data | None, prog
                 perm = order
             lr_hook = step_lrs = None
             if cfg.schedule == "authors":  # per step over the whole run, as the authors' lr_scheduling
-                def lr_hook(s, base=epoch * steps, total=steps * cfg.epochs):
-                    set_lrs(opt, base_lrs, step_multiplier(base + s, total))
+                def step_mult(s, base=epoch * steps, total=steps * cfg.epochs):
+                    return step_multiplier(base + s, total)
 
-                def step_lrs(s, base=epoch * steps, total=steps * cfg.epochs):  # the same rates, as a list
-                    return [b * step_multiplier(base + s, total) for b in base_lrs]
+                def lr_hook(s):  # the sequential loop sets the run optimiser's rates
+                    set_lrs(opt, base_lrs, step_mult(s))
+
+                def step_lrs(s):  # the component threads take them as a list, one per group
+                    return [b * step_mult(s) for b in base_lrs]
                 mult = step_multiplier(epoch * steps + steps - 1, steps * cfg.epochs)  # logged: the last step's
             t0 = time.perf_counter()
             try:

@@ -20,8 +20,8 @@ shared cores, torch's 2 OpenMP threads wait on each other and wall time becomes 
    element-wise work count zero FLOPs but take time. Achieved FLOP/s is set against the FLOP/s
    of a plain matrix product (B x K) @ (K x N) with K x N the largest Linear weight of the AL
    model, timed in the same repetitions. The main columns take the reference Adam arithmetic
-   (`fused_adam: false`, a pass per operation); a column with fused Adam (`fused=True`, alviz's CPU
-   default, one pass per tensor) shows what the update costs.
+   (`fused_adam: false`, a pass per operation); a column with fused Adam (alviz's CPU default, one
+   pass per tensor) shows what the update costs.
 2. `al_vs_bp`: AL's step time over BP's on the same backbone, next to the ratio of their
    FLOP counts (and of their parameter counts, which set Adam's cost).
 3. `epoch_overhead`: one epoch of mnist5k with the default config (MLP, batch 64) through
@@ -138,9 +138,8 @@ def bench_flops(quick: bool, reps: int) -> list[dict]:
             for fused in (False, True):
                 torch.manual_seed(0)
                 model = create_model(cfg, shape, 10)
-                opt = (torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_gh_factor), lr=cfg.lr, fused=True) if fused
-                       else make_optimizer(model.param_groups(cfg.lr, cfg.lr_gh_factor), cfg.replace(fused_adam=False),
-                                            torch.device("cpu")))
+                opt = make_optimizer(model.param_groups(cfg.lr, cfg.lr_gh_factor), cfg.replace(fused_adam=fused),
+                                     torch.device("cpu"))
                 key = f"{method}{'_fused' if fused else ''}"
                 fns[key] = _step_fn(model, opt, x, y)
                 if not fused:

@@ -22,31 +22,33 @@ def _positive(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
 
 
-def test_suite_quick_threads_times_both_loops_and_checks_the_result(tmp_path):
+def _quick_one(tmp_path, name: str):
+    """`bench/run.py --quick --only NAME`: its stdout and its benchmark's result, which must have run."""
     out = tmp_path / "res.json"
-    r = _run(["bench/run.py", "--quick", "--only", "threads", "--json", str(out)])
+    r = _run(["bench/run.py", "--quick", "--only", name, "--json", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
-    b = json.loads(out.read_text())["benchmarks"]["threads"]
+    b = json.loads(out.read_text())["benchmarks"][name]
     assert b["status"] == "ok", b
-    (row,) = b["result"]["rows"]
+    return r.stdout, b["result"]
+
+
+def test_suite_quick_threads_times_both_loops_and_checks_the_result(tmp_path):
+    stdout, res = _quick_one(tmp_path, "threads")
+    (row,) = res["rows"]
     assert row["case"] == "quickstart-al" and row["same_as_one_thread"] is True and row["groups"] == [[0], [1]]
     for way in ("sequential", "threads", "threads_vs_sequential"):
         assert _positive(row[way]["median"]) and len(row[way]["all"]) == 1
-    assert "| quickstart-al | 32 |" in r.stdout
+    assert "| quickstart-al | 32 |" in stdout
 
 
 def test_suite_quick_cost_times_every_component_and_compares_partitions(tmp_path):
-    out = tmp_path / "res.json"
-    r = _run(["bench/run.py", "--quick", "--only", "cost", "--json", str(out)])
-    assert r.returncode == 0, r.stderr[-2000:]
-    b = json.loads(out.read_text())["benchmarks"]["cost"]
-    assert b["status"] == "ok", b
-    (row,) = b["result"]["rows"]
+    stdout, res = _quick_one(tmp_path, "cost")
+    (row,) = res["rows"]
     assert row["case"] == "quick-mlp" and row["depth"] == 3 and all(_positive(s) for s in row["measured_s"])
     assert sum(row["measured_share"]) == pytest.approx(1) and sum(row["estimated_share"]) == pytest.approx(1)
     assert [p["groups"] for p in row["partitions"]] == [2, 3]
     assert all(p["slowdown"] >= 1 for p in row["partitions"])
-    assert "| quick-mlp |" in r.stdout
+    assert "| quick-mlp |" in stdout
 
 
 def test_busy_fraction_is_the_union_of_kernel_intervals_over_the_window():
