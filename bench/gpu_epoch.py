@@ -291,6 +291,8 @@ def main(argv=None) -> int:
     for name in ("steps", "warmup", "batch_size", "n_train", "width"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer; received {getattr(args, name)}")
+    if args.profile_steps < 0:
+        p.error(f"--profile-steps must be 0 (no profile) or a positive integer; received {args.profile_steps}")
     from alviz.errors import UserError
 
     try:

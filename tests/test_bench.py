@@ -226,6 +226,19 @@ def test_gpu_epoch_script_runs_on_cpu(tmp_path):
     assert "EXTRAPOLATED" in r.stdout and "| resnet20 | AL | amp_cl |" in r.stdout
     bad = _run(["bench/gpu_epoch.py", "--device", "cpu", "--archs", "resnet99"])
     assert bad.returncode == 2 and "--archs: received resnet99; allowed: resnet20, resnet32, vgg, cnn" in bad.stderr
+    bad = _run(["bench/gpu_epoch.py", "--device", "cpu", "--profile-steps", "-1"])
+    assert bad.returncode == 2 and "--profile-steps must be 0 (no profile) or a positive integer; received -1" in bad.stderr
+
+
+def test_bench_scripts_refuse_bad_arguments_in_one_line():
+    bad = _run(["bench/bench_cost.py", "--cases", "paper-mlp-32,vgg-99"])
+    assert bad.returncode == 2 and "--cases: allowed: paper-mlp-32," in bad.stderr
+    assert "received 'paper-mlp-32,vgg-99'" in bad.stderr
+    bad = _run(["bench/bench_cost.py", "--reps", "0"])
+    assert bad.returncode == 2 and "--reps must be at least 1; received 0" in bad.stderr
+    bad = _run(["bench/bench_extract.py", "--device", "tpu"])
+    assert bad.returncode == 2 and "--device: unknown device 'tpu'; allowed: auto, cpu, cuda, cuda:N" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 @pytest.fixture
